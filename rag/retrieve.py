@@ -1,0 +1,78 @@
+"""Retrieval: dense (FAISS), keyword (SQLite FTS5 BM25) and hybrid fusion of the two -> Hit[]."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .encoder import Encoder
+from .store import Store
+
+MODES = ("dense", "keyword", "hybrid")
+
+
+@dataclass
+class Hit:
+    rank: int
+    score: float
+    source: str
+    page: int | None
+    heading: str
+    text: str
+    chunk_id: int
+    start: int = 0
+    end: int = 0
+    dense: float | None = None  # cosine similarity to the question, when known
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Retriever:
+    # Fusion weight of the dense score; tuned on SQuAD v1.1 (benchmarks/retrieval.py).
+    alpha = 0.5
+    candidates = 50
+
+    def __init__(self, store: Store, encoder: Encoder):
+        self.store, self.encoder = store, encoder
+
+    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if not query.strip():
+            return []
+        vector = self.encoder.encode([query])[0] if mode != "keyword" else None
+        with self.store.snapshot() as conn:
+            if mode == "dense":
+                ranked = self.store._dense(conn, vector, k)
+                dense = dict(ranked)
+            elif mode == "keyword":
+                ranked = self.store._keyword(conn, query, k)
+                dense = {}
+            else:
+                ranked, dense = self._hybrid(conn, query, vector, k)
+            rows = self.store.chunks([i for i, _ in ranked], conn)
+        hits = []
+        for i, score in ranked:
+            row = rows.get(i)
+            if row is not None:
+                hits.append(Hit(len(hits) + 1, round(score, 4), row.source, row.page, row.heading,
+                                row.text, i, row.start, row.end, dense.get(i)))
+        return hits
+
+    def _hybrid(self, conn, query: str, vector: np.ndarray, k: int):
+        """Convex combination of the dense cosine and the max-normalised BM25 score over the
+        union of both candidate lists, each candidate scored by both methods."""
+        n = max(self.candidates, k)
+        dense = dict(self.store._dense(conn, vector, n))
+        keyword = dict(self.store._keyword(conn, query, n))
+        missing = [i for i in keyword if i not in dense]
+        dense.update(self.store._cosines(conn, vector, missing))
+        absent = [i for i in dense if i not in keyword]
+        keyword.update(self.store._keyword(conn, query, len(absent), restrict=absent))
+        top = max(keyword.values(), default=0.0) or 1.0
+        fused = {i: self.alpha * dense.get(i, 0.0) + (1 - self.alpha) * keyword.get(i, 0.0) / top
+                 for i in set(dense) | set(keyword)}
+        ranked = sorted(fused.items(), key=lambda item: -item[1])[:k]
+        return ranked, dense

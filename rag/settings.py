@@ -1,0 +1,60 @@
+"""Every knob rag has, with its default, in one dataclass.
+
+Values come from (later wins): the defaults below, `rag.toml` in the working directory
+(or the file named by RAG_CONFIG), environment variables `RAG_<FIELD>`, and explicit
+keyword arguments (the CLI's flags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+@dataclass
+class Settings:
+    # Models
+    encoder: str = "all-MiniLM-L6-v2"
+    generator: str = "smollm2"
+    device: str = "auto"  # auto | cpu | cuda
+    # Chunking (word pieces of the encoder's tokenizer; chosen by benchmarks/chunking.py)
+    chunk_size: int = 128
+    chunk_overlap: int = 16
+    # Ingest
+    max_file_mb: float = 50.0
+    encode_batch_size: int = 64
+    commit_every_chunks: int = 4096  # a crash loses at most this much finished work
+    # Index type: exact search up to this many chunks, then IVF (recall@10 >= 0.98, see scale.py)
+    ann_threshold: int = 200_000
+    # Retrieval
+    k: int = 5
+    mode: str = "hybrid"  # dense | keyword | hybrid
+    # Answering
+    max_tokens: int = 64
+    context_window: int = 2048
+    temperature: float = 0.0
+
+    def replace(self, **overrides) -> "Settings":
+        """A copy with the given non-None fields changed."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def load(cls, **overrides) -> "Settings":
+        values: dict = {}
+        config = Path(os.environ.get("RAG_CONFIG", "rag.toml"))
+        if config.is_file():
+            with config.open("rb") as f:
+                values.update(tomllib.load(f))
+        for f in fields(cls):
+            env = os.environ.get(f"RAG_{f.name.upper()}")
+            if env is not None:
+                values[f.name] = env
+        known = {f.name: f for f in fields(cls)}
+        typed = {}
+        for name, value in values.items():
+            if name in known:
+                kind = type(getattr(cls(), name))
+                typed[name] = kind(value) if kind is not bool else str(value).lower() in ("1", "true", "yes")
+        return cls(**typed).replace(**overrides)

@@ -1,0 +1,71 @@
+"""Shared fixtures: real files made on the spot, real models from the bundled packages."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def make_pdf(path: Path, pages: list[str]) -> Path:
+    """A real PDF with one text block per page (reportlab)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    c = canvas.Canvas(str(path), pagesize=A4)
+    for text in pages:
+        y = 800
+        for line in text.split("\n"):
+            c.drawString(50, y, line)
+            y -= 14
+        c.showPage()
+    c.save()
+    return path
+
+
+def make_docx(path: Path, blocks: list[tuple[str, str]]) -> Path:
+    """blocks: ("h1"|"h2"|"p", text)."""
+    import docx
+
+    d = docx.Document()
+    for kind, text in blocks:
+        if kind.startswith("h"):
+            d.add_heading(text, level=int(kind[1]))
+        else:
+            d.add_paragraph(text)
+    d.save(str(path))
+    return path
+
+
+CORPUS = {
+    "lighthouse.md": "# Lighthouses\n\n## Fresnel lens\n\nThe Fresnel lens was invented by Augustin-Jean "
+                     "Fresnel in 1822 to make lighthouse beams visible for over twenty miles.\n\n"
+                     "## Keepers\n\nLighthouse keepers trimmed the wicks every four hours during the night.\n",
+    "bees.txt": "Honey bees communicate the direction of flowers with a waggle dance. The angle of the "
+                "dance relative to vertical encodes the direction relative to the sun.\n",
+    "notes/volcano.html": "<html><head><title>t</title><script>var secret='SCRIPTTEXT';</script>"
+                          "<style>.x{color:red}</style></head><body><nav>Home | About | NAVTEXT</nav>"
+                          "<h1>Volcanoes</h1><p>Mount Etna on Sicily is the most active volcano in Europe.</p>"
+                          "<footer>FOOTERTEXT copyright</footer></body></html>",
+}
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    root = tmp_path / "docs"
+    for name, text in CORPUS.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    make_pdf(root / "report.pdf", ["Page one is about the harbour master of Valletta.",
+                                   "Page two says the annual rainfall in Valletta is 550 millimetres."])
+    return root
+
+
+@pytest.fixture
+def index_dir(tmp_path) -> Path:
+    return tmp_path / "index"

@@ -1,0 +1,38 @@
+from rag.chunking import Splitter
+from rag.documents import Document, Section
+from rag.encoder import Encoder
+
+
+def tokenizer():
+    return Encoder("all-MiniLM-L6-v2").tokenizer
+
+
+def test_no_chunk_exceeds_limit_and_spans_point_into_page():
+    tok = tokenizer()
+    splitter = Splitter(tok, 64, 8)
+    page = ("Photosynthesis converts light energy into chemical energy. " * 30 + "\n\n"
+            + "Supercalifragilisticexpialidocious" * 40)
+    doc = Document("x", [Section(page, page=3, heading="Biology")])
+    chunks = splitter.split(doc)
+    assert len(chunks) > 5
+    for c in chunks:
+        assert splitter.count(c.text) <= 64
+        assert page[c.start:c.end] == c.text
+        assert c.page == 3 and c.heading == "Biology"
+    assert [c.ord for c in chunks] == list(range(len(chunks)))
+
+
+def test_chunks_do_not_cross_pages():
+    splitter = Splitter(tokenizer(), 128, 16)
+    doc = Document("x", [Section("first page words " * 5, page=1), Section("second page words " * 5, page=2)])
+    chunks = splitter.split(doc)
+    assert [c.page for c in chunks] == [1, 2]
+    assert all("second" not in c.text for c in chunks if c.page == 1)
+
+
+def test_paragraphs_split_before_words():
+    splitter = Splitter(tokenizer(), 20, 0)  # each paragraph fits, both do not
+    para1 = "The first paragraph talks about rivers and their deltas in some detail."
+    para2 = "The second paragraph is about mountains and glaciers and snow."
+    chunks = splitter.split(Document("x", [Section(para1 + "\n\n" + para2)]))
+    assert [c.text for c in chunks] == [para1, para2]
