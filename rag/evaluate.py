@@ -149,3 +149,37 @@ def f1_score(prediction: str, truths: list[str]) -> float:
 def contains_answer(prediction: str, truths: list[str]) -> float:
     norm = normalize_answer(prediction)
     return float(any(normalize_answer(t) and normalize_answer(t) in norm for t in truths))
+
+
+def strip_markers(text: str) -> str:
+    return re.sub(r"\s*\[\d+\]", "", text).strip()
+
+
+def answer_metrics(ask, questions: list[Question], progress: bool = False) -> dict:
+    """ask(question) -> Answer. EM / F1 / contains over answerable questions; abstention
+    (the not-found answer) over unanswerable ones; latency percentiles."""
+    from tqdm import tqdm
+
+    em, f1, contains, wrong_abstain, first, total = [], [], [], [], [], []
+    abstain_ok = []
+    for q in tqdm(questions, desc="answers", disable=not progress, leave=False):
+        answer = ask(q.question)
+        if answer.timings.get("first_token_ms") is not None:
+            first.append(answer.timings["first_token_ms"] / 1000)
+        total.append(answer.timings["total_ms"] / 1000)
+        if q.impossible:
+            abstain_ok.append(not answer.found)
+            continue
+        prediction = strip_markers(answer.text) if answer.found else ""
+        em.append(exact_match(prediction, q.answers))
+        f1.append(f1_score(prediction, q.answers))
+        contains.append(contains_answer(prediction, q.answers))
+        wrong_abstain.append(not answer.found)
+    mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
+    out = {"answerable": len(em), "exact_match": mean(em), "f1": mean(f1), "contains_answer": mean(contains),
+           "wrongly_not_found": mean(wrong_abstain)}
+    if abstain_ok:
+        out.update({"unanswerable": len(abstain_ok), "abstained": mean(abstain_ok)})
+    out.update(latency_stats(first, "first_token"))
+    out.update(latency_stats(total, "total"))
+    return out

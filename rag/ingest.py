@@ -90,7 +90,8 @@ class Ingestor:
         self.splitter = Splitter(encoder.tokenizer, settings.chunk_size, settings.chunk_overlap)
 
     def run(self, paths: list[str | Path], prune: bool = True, progress: bool = True,
-            wait: float = 0.0) -> IngestReport:
+            wait: float = 0.0, on_file=None) -> IngestReport:
+        """`on_file(done, total, path)` is called after each file (the web UI's progress bar)."""
         started = time.perf_counter()
         report = IngestReport()
         files, report.skipped, roots = scan([Path(p).expanduser() for p in paths], self.store.root)
@@ -101,7 +102,7 @@ class Ingestor:
             pending_chunks = 0
             since_commit = 0
             bar = _progress(len(files), progress)
-            for path in files:
+            for done, path in enumerate(files, 1):
                 bar.set_postfix_str(path.name[-30:], refresh=False)
                 key = str(path)
                 old = known.get(key)
@@ -134,6 +135,8 @@ class Ingestor:
                     continue
                 finally:
                     bar.update(1)
+                    if on_file is not None:
+                        on_file(done, len(files), key)
                 pending.append((key, sha, st.st_mtime, st.st_size, old is None or old[3] != "ok", chunks))
                 pending_chunks += len(chunks or ())
                 if pending_chunks >= self.settings.encode_batch_size * 4:

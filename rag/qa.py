@@ -3,15 +3,17 @@ and decoder load on first use and are reused for every later call."""
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
+from .answer import EMPTY_INDEX, NOT_FOUND, Answer, Source, Timer, stream_answer
 from .encoder import Encoder
 from .errors import IndexError_, RagError
 from .ingest import IngestReport, Ingestor
 from .retrieve import Hit, Retriever
 from .settings import Settings
-from .store import Store, is_index_dir
+from .store import STOPWORDS, Store, is_index_dir
 
 
 def resolve_index(name_or_path: str | Path) -> Path:
@@ -63,12 +65,22 @@ class RAG:
         return self._encoder
 
     @property
+    def generator(self):
+        if self._generator is None:
+            from .generate import Generator
+
+            s = self.settings
+            self._generator = Generator(s.generator, s.backend, s.device, s.context_window)
+        return self._generator
+
+    @property
     def retriever(self) -> Retriever:
         return Retriever(self.store, self.encoder)
 
     # --- API -----------------------------------------------------------------------------
 
-    def ingest(self, paths, prune: bool = True, progress: bool = False, wait: float = 0.0) -> IngestReport:
+    def ingest(self, paths, prune: bool = True, progress: bool = False, wait: float = 0.0,
+               on_file=None) -> IngestReport:
         """Add, update and remove documents so the index matches `paths` (files or folders)."""
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         missing = [str(p) for p in paths if not Path(p).expanduser().exists()]
@@ -84,7 +96,7 @@ class RAG:
                     "encoder": self.settings.encoder, "dimension": encoder.dimension, "normalized": True,
                     "metric": "inner_product", "chunk_size": self.settings.chunk_size,
                     "chunk_overlap": self.settings.chunk_overlap})
-            return Ingestor(self.store, self.encoder, self.settings).run(paths, prune, progress, wait)
+            return Ingestor(self.store, self.encoder, self.settings).run(paths, prune, progress, wait, on_file)
 
     def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
         """The k best passages for `query`."""
@@ -107,3 +119,84 @@ class RAG:
 
     def documents(self) -> list[dict]:
         return self.store.documents()
+
+    # --- answering ---------------------------------------------------------------------
+
+    def ask(self, question: str, k: int | None = None, history: list | None = None,
+            mode: str | None = None, max_tokens: int | None = None) -> Answer:
+        """Answer `question` from the index, with numbered sources and timings."""
+        answer = None
+        for answer in self.stream(question, k=k, history=history, mode=mode, max_tokens=max_tokens):
+            pass
+        return answer
+
+    def stream(self, question: str, k: int | None = None, history: list | None = None,
+               mode: str | None = None, max_tokens: int | None = None):
+        """Yield the answer text piece by piece, then the complete `Answer`."""
+        timer = Timer()
+        k = k or self.settings.k
+        asked, query = rewrite_follow_up(question, history)
+        if not is_index_dir(self.root) or self.info()["chunks"] == 0:
+            timer.mark("retrieve_ms")
+            yield EMPTY_INDEX
+            yield Answer(question, EMPTY_INDEX, [], found=False, timings=_final(timer))
+            return
+        hits = self.search(query, k=k, mode=mode)
+        timer.mark("retrieve_ms")
+        top = hits[0].dense if hits else None
+        if not hits or (top is not None and top < self.settings.min_score):
+            sources = [Source(i, h.source, h.page, h.heading, h.score, h.text, chunk_id=h.chunk_id)
+                       for i, h in enumerate(hits, 1)]
+            yield NOT_FOUND
+            yield Answer(question, NOT_FOUND, sources, found=False, timings=_final(timer))
+            return
+        with self._lock:  # one decoder, one question at a time
+            yield from stream_answer(asked, hits, self.generator,
+                                     max_tokens or self.settings.max_tokens, self.settings.copy, timer,
+                                     prompt_k=self.settings.answer_k, asked=question)
+
+
+PRONOUNS = {"it": "", "its": "'s", "they": "", "them": "", "their": "'s", "he": "", "him": "",
+            "his": "'s", "she": "", "her": "'s", "this": "", "that": ""}
+
+
+def rewrite_follow_up(question: str, history: list | None) -> tuple[str, str]:
+    """(question for the decoder, query for retrieval). A follow-up's first pronoun is replaced
+    by the topic of the previous question (its run of capitalised words and the noun after
+    them): "and when did it close?" after "When did the Louvre museum open?" becomes "and when
+    did the Louvre museum close?". Without such a pronoun, retrieval searches both questions."""
+    previous = [_content(t) for t in history or [] if _role(t) == "user"]
+    if not previous:
+        return question, question
+    words = re.findall(r"[\w'-]+", previous[-1])
+    topic = []
+    for i, w in enumerate(words):
+        if i > 0 and w[:1].isupper():
+            topic.append(w)
+        elif topic:
+            if i < len(words) - 1 and w.lower() not in STOPWORDS:
+                topic.append(w)
+            break
+    if topic:
+        def swap(m):
+            word = m.group(0)
+            return "the " * (words[words.index(topic[0]) - 1].lower() == "the") + " ".join(topic) + PRONOUNS[word.lower()]
+
+        rewritten, n = re.subn(r"\b(" + "|".join(PRONOUNS) + r")\b", swap, question, count=1, flags=re.I)
+        if n:
+            return rewritten, rewritten
+    return question, f"{previous[-1]} {question}"
+
+
+def _role(turn) -> str:
+    return turn.get("role", "") if isinstance(turn, dict) else "user"
+
+
+def _content(turn) -> str:
+    return turn.get("content", "") if isinstance(turn, dict) else str(turn)
+
+
+def _final(timer: Timer) -> dict:
+    timer.mark("total_ms")
+    return {"retrieve_ms": timer.marks.get("retrieve_ms"), "first_token_ms": None,
+            "total_ms": timer.marks["total_ms"], "tokens": 0, "tokens_per_s": None}

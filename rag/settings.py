@@ -17,7 +17,7 @@ from pathlib import Path
 class Settings:
     # Models
     encoder: str = "all-MiniLM-L6-v2"
-    generator: str = "smollm2"
+    generator: str = "gemma3-270m"  # measured best and fastest of the bundled decoders (README)
     device: str = "auto"  # auto | cpu | cuda
     # Chunking (word pieces of the encoder's tokenizer; chosen by benchmarks/chunking.py)
     chunk_size: int = 128
@@ -29,12 +29,16 @@ class Settings:
     # Index type: exact search up to this many chunks, then IVF (recall@10 >= 0.98, see scale.py)
     ann_threshold: int = 200_000
     # Retrieval
-    k: int = 5
+    k: int = 4
     mode: str = "hybrid"  # dense | keyword | hybrid
     # Answering
-    max_tokens: int = 64
+    backend: str = "auto"  # auto | llama.cpp | transformers
+    max_tokens: int = 48
     context_window: int = 2048
     temperature: float = 0.0
+    copy: bool = True  # span-constrained decoding: the answer is copied from the passages
+    min_score: float = 0.25  # top passage cosine below this -> "not found" (calibrated, see README)
+    answer_k: int = 1  # passages in the decoder's prompt (measured best for the tiny default decoders)
 
     def replace(self, **overrides) -> "Settings":
         """A copy with the given non-None fields changed."""

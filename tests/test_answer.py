@@ -1,0 +1,126 @@
+"""Answers from the real bundled decoders (Gemma 3 270M and SmolLM2-135M GGUF), grounded in a small corpus."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rag import RAG
+from rag.answer import EMPTY_INDEX, NOT_FOUND, Answer, attach_citations, fit_passages
+from rag.retrieve import Hit
+
+
+@pytest.fixture(scope="module")
+def rag(tmp_path_factory):
+    from tests.conftest import CORPUS, make_pdf
+
+    root = tmp_path_factory.mktemp("answer") / "docs"
+    for name, text in CORPUS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    make_pdf(root / "report.pdf", ["Page one is about the harbour master of Valletta.",
+                                   "Page two says the annual rainfall in Valletta is 550 millimetres."])
+    (root / "louvre.txt").write_text("The Louvre museum in Paris closed in 2020 for three months because of "
+                                     "the pandemic.")
+    (root / "prado.txt").write_text("The Prado museum in Madrid closed in 1936 during the war.")
+    r = RAG(root.parent / "index")
+    r.ingest([root])
+    return r
+
+
+def test_grounded_answer_with_cited_source(rag):
+    answer = rag.ask("Who invented the Fresnel lens?")
+    assert answer.found
+    assert "Fresnel" in answer.text
+    cited = [s for s in answer.sources if s.cited]
+    assert cited and cited[0].source.endswith("lighthouse.md")
+    assert f"[{cited[0].n}]" in answer.text
+    assert "Fresnel" in cited[0].evidence
+    assert set(answer.timings) >= {"retrieve_ms", "first_token_ms", "total_ms", "tokens", "tokens_per_s"}
+
+
+def test_source_page_of_pdf(rag):
+    answer = rag.ask("What is the annual rainfall in Valletta?")
+    assert "550" in answer.text
+    cited = [s for s in answer.sources if s.cited]
+    assert cited[0].source.endswith("report.pdf") and cited[0].page == 2
+
+
+def test_not_found_skips_the_decoder(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("Sourdough bread needs a starter of flour and water.")
+    r = RAG(tmp_path / "i")
+    r.ingest([tmp_path / "d"])
+    answer = r.ask("What is the orbital period of the moons of Neptune?")
+    assert not answer.found and answer.text == NOT_FOUND
+    assert answer.sources and answer.sources[0].source.endswith("a.txt")  # closest passages shown
+    assert r._generator is None  # no time spent in the decoder
+
+
+def test_empty_index_says_how_to_ingest(tmp_path):
+    answer = RAG(tmp_path / "nothing").ask("anything?")
+    assert not answer.found and answer.text == EMPTY_INDEX and "rag ingest" in answer.text
+
+
+def test_stream_yields_pieces_then_answer(rag):
+    items = list(rag.stream("Which volcano is the most active in Europe?"))
+    *pieces, final = items
+    assert isinstance(final, Answer) and pieces and all(isinstance(p, str) for p in pieces)
+    assert final.text.startswith("".join(pieces).strip())
+    assert "Etna" in final.text
+
+
+def test_follow_up_question_uses_history(rag):
+    history = [{"role": "user", "content": "Where is the Louvre museum?"},
+               {"role": "assistant", "content": "Paris [1]"}]
+    answer = rag.ask("and when did it close?", history=history)
+    assert answer.question == "and when did it close?"
+    assert answer.sources[0].source.endswith("louvre.txt")
+    assert "2020" in answer.text
+
+
+def test_token_budget_with_long_passages(rag):
+    gen = rag.generator
+    long = " ".join(["The committee discussed the budget of the harbour at length."] * 40)
+    hits = [Hit(i + 1, 1.0, f"f{i}.txt", None, "", long, i) for i in range(10)]
+    for budget in (100, 400, 1500):
+        chosen = fit_passages(hits, gen.count, budget)
+        used = sum(gen.count(f"[{i}] ({h.source})\n{t}\n\n") for i, (h, t) in enumerate(chosen, 1))
+        assert used <= budget
+        assert len(chosen) < 10
+    small = RAG(rag.root, context_window=384)
+    answer = small.ask("What did the keepers of lighthouses trim?", k=10)
+    assert answer.found and len(answer.sources) < 10
+
+
+def test_citation_markers_are_checked():
+    hits = [Hit(1, 0.9, "a.txt", None, "", "Paris is the capital of France.", 1),
+            Hit(2, 0.8, "b.txt", 3, "", "Berlin is the capital of Germany.", 2)]
+    passages = [(h, h.text) for h in hits]
+    text, sources = attach_citations("Berlin [7] [2]", passages)
+    assert text == "Berlin [2]"
+    assert [s.cited for s in sources] == [False, True]
+    assert sources[1].evidence == "Berlin is the capital of Germany." and sources[1].page == 3
+    text, sources = attach_citations("Paris [2]", passages)  # the model cited the wrong passage
+    assert text == "Paris [1]" and [s.cited for s in sources] == [True, False]
+
+
+def test_transformers_backend_gives_the_same_kind_of_answer(rag):
+    hf = RAG(rag.root, generator="smollm2", backend="transformers")
+    answer = hf.ask("Who invented the Fresnel lens?")
+    assert hf.generator.backend == "transformers"
+    assert "Fresnel" in answer.text
+
+
+def test_cli_ask_json(rag):
+    r = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "Who invented the Fresnel lens?",
+                        "--index", str(rag.root), "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) == {"question", "answer", "sources", "found", "timings"}
+    assert set(out["sources"][0]) >= {"n", "source", "page", "heading", "score", "text", "cited"}
+    assert set(out["timings"]) == {"retrieve_ms", "first_token_ms", "total_ms", "tokens", "tokens_per_s"}
+    r = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "Who invented the Fresnel lens?",
+                        "--index", str(rag.root)], capture_output=True, text=True)
+    assert "Fresnel" in r.stdout and "lighthouse.md" in r.stdout and "first token" in r.stderr

@@ -1,0 +1,155 @@
+"""The web page: Streamlit's AppTest for the page logic, and a real headless Chromium
+(Playwright driving Debian's /usr/bin/chromium) for what a person does."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rag import RAG
+
+APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui")
+    docs = root / "docs"
+    docs.mkdir()
+    (docs / "lighthouse.md").write_text("# Lighthouses\n\nThe Fresnel lens was invented by Augustin-Jean Fresnel "
+                                        "in 1822 to make lighthouse beams visible far out at sea.\n")
+    (docs / "markup.md").write_text("# Markup\n\nThe <b>treaty</b> of **Kiel** was signed in 1814 "
+                                    "<script>alert(1)</script> by Denmark and Sweden.\n")
+    RAG(root / "index").ingest([docs])
+    return root / "index"
+
+
+def app_test(index):
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["RAG_INDEX"] = str(index)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def page_text(at) -> str:
+    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption]
+                     + [w.value for w in at.warning] + [i.value for i in at.info])
+
+
+def test_ask_shows_answer_sources_and_timings(index):
+    at = app_test(index)
+    assert "2 documents" in page_text(at)
+    at.chat_input[0].set_value("Who invented the Fresnel lens?").run()
+    assert not at.exception, at.exception
+    text = page_text(at)
+    assert "Fresnel" in text
+    assert 'id="src-1-1"' in text and 'href="#src-1-1"' in text and "lighthouse.md" in text  # source card the [1] link points to
+    assert "<mark>" in text  # the supporting sentence is highlighted
+    assert "first token" in text and "retrieval" in text
+
+
+def test_follow_up_and_new_conversation(index):
+    at = app_test(index)
+    at.chat_input[0].set_value("Who invented the Fresnel lens?").run()
+    at.chat_input[0].set_value("in which year?").run()
+    assert not at.exception, at.exception
+    assert len(at.session_state["messages"]) == 4
+    assert "1822" in at.session_state["messages"][3]["content"]
+    at.sidebar.button[0].click().run()  # New conversation
+    assert at.session_state["messages"] == []
+
+
+def test_document_markup_is_shown_as_text(index):
+    at = app_test(index)
+    at.chat_input[0].set_value("When was the treaty of Kiel signed?").run()
+    text = page_text(at)
+    assert "<script>" not in text and "<b>treaty</b>" not in text
+    assert "&lt;script&gt;" in text or "&lt;b&gt;" in text
+
+
+def test_not_found_and_empty_index(index, tmp_path):
+    at = app_test(index)
+    at.chat_input[0].set_value("What is the airspeed velocity of an unladen swallow?").run()
+    assert any("Not found" in w.value for w in at.warning)
+    empty = app_test(tmp_path / "empty")
+    assert any("index is empty" in i.value for i in empty.info)
+
+
+def test_upload_names_are_sanitised(tmp_path):
+    sys.path.insert(0, str(Path(APP).parent))
+    from importlib import util
+
+    spec = util.spec_from_file_location("ui_helpers", APP)
+    source = Path(APP).read_text().replace("\nmain()\n", "\n")  # the helpers without running the page
+    module = util.module_from_spec(spec)
+    exec(compile(source, APP, "exec"), module.__dict__)
+    assert module.safe_name("../../etc/passwd") == "passwd"
+    assert module.safe_name("..\\..\\evil.txt") == "evil.txt"
+    assert module.safe_name("a<b>:c?.md") == "a_b__c_.md"
+    first = module.store_upload(tmp_path, "notes.txt", b"one")
+    same = module.store_upload(tmp_path, "notes.txt", b"one")
+    other = module.store_upload(tmp_path, "notes.txt", b"two")
+    assert first == same and other.name == "notes-1.txt" and first.read_bytes() == b"one"
+    assert module.plain("<b>x</b> **y**") == "&lt;b&gt;x&lt;/b&gt; \\*\\*y\\*\\*"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium (apt-get install chromium)")
+def test_browser_upload_ask_and_see_source(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "rag.cli", "ui", "--index", str(tmp_path / "idx"),
+                               "--port", str(port)], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        doc = tmp_path / "orchids.txt"
+        doc.write_text("The vanilla orchid is pollinated by hand in Madagascar, which grows most of the "
+                       "world's vanilla.\n")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"])
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(url, timeout=60_000)
+            expect(page.get_by_text("This index is empty")).to_be_visible(timeout=120_000)
+            page.locator("input[type=file]").set_input_files(str(doc))
+            page.get_by_role("button", name="Add to index").click()
+            expect(page.get_by_text("Added 1")).to_be_visible(timeout=120_000)
+            box = page.get_by_placeholder("Ask a question about your documents")
+            box.fill("Where is the vanilla orchid pollinated by hand?")
+            box.press("Enter")
+            card = page.locator(".src-card").first
+            expect(card).to_contain_text("orchids.txt", timeout=180_000)
+            expect(page.get_by_text("Madagascar").first).to_be_visible()
+            expect(page.get_by_text("first token").first).to_be_visible()
+            shot = Path(os.environ.get("RAG_SCREENSHOT", tmp_path / "answer.png"))
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            browser.close()
+        assert (tmp_path / "idx" / "uploads" / "orchids.txt").is_file()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -1,0 +1,248 @@
+"""rag's web page (Streamlit). Thin: every action is a call on the `RAG` Python API.
+
+Run with `rag ui [--index NAME] [--host 127.0.0.1] [--port 8501]`."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import re
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+from rag import RAG, RagError
+from rag.answer import Answer
+from rag.qa import resolve_index
+from rag.store import is_index_dir
+
+GENERATORS = ["gemma3-270m", "smollm2"]
+MODES = ["hybrid", "dense", "keyword"]
+
+
+def cli_index() -> str:
+    """The index named on `rag ui --index X` (passed after `--`) or in RAG_INDEX."""
+    args = sys.argv[1:]
+    if "--index" in args and args.index("--index") + 1 < len(args):
+        return args[args.index("--index") + 1]
+    return os.environ.get("RAG_INDEX", "default")
+
+
+@st.cache_resource(show_spinner="Loading models ...")
+def get_rag(index: str, generator: str) -> RAG:
+    """One RAG (and so one loaded encoder and decoder) per index and decoder per server process."""
+    return RAG(index, generator=generator)
+
+
+def known_indexes(current: str) -> list[str]:
+    found = sorted(str(p) for p in Path("indexes").glob("*") if is_index_dir(p))
+    current = str(resolve_index(current))
+    return [current] + [p for p in found if p != current]
+
+
+# --- safe rendering: document text is always text, never markup ---------------------------
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~$])")
+
+
+def plain(text: str) -> str:
+    """Escape HTML and Markdown so a document's own markup shows as the characters it is."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(text)).replace("\n", "  \n")
+
+
+def highlight(passage: str, evidence: str) -> str:
+    """HTML for a passage with its supporting sentence marked; everything escaped."""
+    if evidence and evidence in passage:
+        before, _, after = passage.partition(evidence)
+        return f"{html.escape(before)}<mark>{html.escape(evidence)}</mark>{html.escape(after)}"
+    return html.escape(passage)
+
+
+def answer_html(answer: Answer, turn: int) -> str:
+    """The answer with each [n] a link to its source card."""
+    text = html.escape(answer.text)
+    return re.sub(r"\[(\d+)\]", lambda m: f'<a href="#src-{turn}-{m.group(1)}">[{m.group(1)}]</a>', text)
+
+
+def source_card(s, turn: int) -> str:
+    where = html.escape(Path(s.source).name)
+    details = []
+    if s.page:
+        details.append(f"page {s.page}")
+    if s.heading:
+        details.append(html.escape(s.heading))
+    details.append(f"score {s.score:.3f}")
+    badge = " <b>cited</b>" if s.cited else ""
+    return (f'<div class="src-card" id="src-{turn}-{s.n}" style="border:1px solid #ddd;border-radius:8px;'
+            f'padding:8px 12px;margin:6px 0"><div><b>[{s.n}] {where}</b>{badge} '
+            f'<span style="color:#666">· {" · ".join(details)}</span></div>'
+            f'<div style="font-size:0.9em;white-space:pre-wrap">{highlight(s.text, s.evidence)}</div></div>')
+
+
+def show_answer(answer: Answer, turn: int) -> None:
+    if answer.found:
+        st.markdown(answer_html(answer, turn), unsafe_allow_html=True)
+    else:
+        st.warning(answer.text)
+    if answer.sources:
+        label = "Sources" if answer.found else "Closest passages"
+        with st.expander(f"{label} ({len(answer.sources)})", expanded=True):
+            for s in answer.sources:
+                st.markdown(source_card(s, turn), unsafe_allow_html=True)
+    t = answer.timings
+    parts = [f"retrieval {t['retrieve_ms']:.0f} ms"]
+    if t.get("first_token_ms") is not None:
+        parts.append(f"first token {t['first_token_ms']:.0f} ms")
+    parts.append(f"total {t['total_ms']:.0f} ms")
+    st.caption(" · ".join(parts))
+
+
+# --- uploads ------------------------------------------------------------------------------
+
+def safe_name(name: str) -> str:
+    """A file name with no directory parts and no surprises."""
+    name = Path(name.replace("\\", "/")).name
+    name = re.sub(r"[^\w.\- ]", "_", name).strip(" .") or "upload"
+    return name[:120]
+
+
+def store_upload(folder: Path, name: str, data: bytes) -> Path:
+    """Save under the index's uploads/ folder; the same content reuses its file, a different
+    file with the same name gets a numbered name instead of overwriting."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = safe_name(name)
+    stem, suffix = Path(base).stem, Path(base).suffix
+    target, n = folder / base, 1
+    while target.exists():
+        if hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest():
+            return target
+        target, n = folder / f"{stem}-{n}{suffix}", n + 1
+    tmp = target.with_name("." + target.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    return target
+
+
+def upload_panel(rag: RAG) -> None:
+    limit = rag.settings.max_file_mb
+    files = st.file_uploader(f"Add documents (up to {limit:g} MB each)", accept_multiple_files=True,
+                             key=f"uploader-{st.session_state.get('upload_round', 0)}")
+    if files and st.button("Add to index", type="primary"):
+        saved, failed = [], []
+        for f in files:
+            if f.size > limit * 2**20:
+                failed.append({"path": f.name, "reason": f"over the {limit:g} MB limit"})
+                continue
+            saved.append(store_upload(rag.root / "uploads", f.name, f.getvalue()))
+        bar = st.progress(0.0, text="Ingesting ...")
+        report = None
+        if saved:
+            try:
+                report = rag.ingest(saved, prune=False, wait=30,
+                                    on_file=lambda done, total, path: bar.progress(
+                                        done / total, text=f"{done}/{total} {Path(path).name}"))
+            except RagError as e:
+                st.error(str(e))
+        bar.empty()
+        failed += report.failed if report else []
+        st.session_state.last_report = {"added": report.added if report else 0,
+                                        "updated": report.updated if report else 0,
+                                        "unchanged": report.unchanged if report else 0, "failed": failed}
+        st.session_state.upload_round = st.session_state.get("upload_round", 0) + 1
+        st.rerun()
+    report = st.session_state.get("last_report")
+    if report:
+        st.success(f"Added {report['added']}, updated {report['updated']}, unchanged {report['unchanged']}, "
+                   f"failed {len(report['failed'])}")
+        for f in report["failed"]:
+            st.error(f"{Path(f['path']).name}: {f['reason']}")
+
+
+def documents_panel(rag: RAG) -> None:
+    docs = rag.documents()
+    rows = [{"file": Path(d["path"]).name, "chunks": d["chunks"] or 0,
+             "status": "failed" if d["error"] else d["status"], "reason": d["error"] or "", "path": d["path"]}
+            for d in docs]
+    st.dataframe(rows, hide_index=True, width="stretch", column_order=["file", "chunks", "status", "reason"])
+    if rows:
+        choice = st.selectbox("Remove a document", [r["path"] for r in rows], index=None,
+                              format_func=lambda p: Path(p).name, placeholder="choose a document")
+        if choice and st.button("Remove"):
+            rag.remove(choice, wait=30)
+            st.rerun()
+
+
+# --- the page -----------------------------------------------------------------------------
+
+def main() -> None:
+    st.set_page_config(page_title="rag", page_icon="📚", layout="wide")
+    st.session_state.setdefault("messages", [])
+
+    with st.sidebar:
+        st.title("rag")
+        index = st.selectbox("Index", known_indexes(cli_index()), help="indexes found under indexes/")
+        custom = st.text_input("or an index path", "")
+        index = custom.strip() or index
+        generator = st.selectbox("Decoder", GENERATORS)
+        k = st.slider("Passages", 1, 10, 4)
+        max_tokens = st.slider("Answer length (tokens)", 8, 256, 48)
+        mode = st.selectbox("Retrieval", MODES)
+        if st.button("New conversation"):
+            st.session_state.messages = []
+            st.rerun()
+        try:
+            rag = get_rag(index, generator)
+            info = rag.info() if is_index_dir(rag.root) else None
+        except RagError as e:
+            st.error(str(e))
+            return
+        if info:
+            st.caption(f"{info['documents']} documents · {info['chunks']} chunks · {info['encoder']} · "
+                       f"{info['size_bytes'] / 2**20:.1f} MB")
+
+    st.header("Ask your documents")
+    with st.expander("Add documents", expanded=not info or info["chunks"] == 0):
+        upload_panel(rag)
+    if info:
+        with st.expander(f"Documents ({info['documents']}, {len(info['failed'])} failed)"):
+            documents_panel(rag)
+    if not info or info["chunks"] == 0:
+        st.info("This index is empty. Add documents above, or run `rag ingest PATH --index "
+                f"{rag.root}` in a terminal.")
+
+    for turn, message in enumerate(st.session_state.messages):
+        with st.chat_message(message["role"]):
+            if message["role"] == "user":
+                st.markdown(plain(message["content"]))
+            else:
+                show_answer(message["answer"], turn)
+
+    question = st.chat_input("Ask a question about your documents")
+    if question:
+        history = [{"role": m["role"], "content": m["content"]} for m in st.session_state.messages]
+        with st.chat_message("user"):
+            st.markdown(plain(question))
+        with st.chat_message("assistant"):
+            final: list[Answer] = []
+
+            def pieces():
+                for piece in rag.stream(question, k=k, history=history, mode=mode, max_tokens=max_tokens):
+                    if isinstance(piece, Answer):
+                        final.append(piece)
+                    else:
+                        yield plain(piece)
+
+            placeholder = st.empty()
+            with placeholder.container():
+                st.write_stream(pieces)
+            placeholder.empty()
+            answer = final[0]
+            turn = len(st.session_state.messages) + 1
+            show_answer(answer, turn)
+        st.session_state.messages += [{"role": "user", "content": question},
+                                      {"role": "assistant", "content": answer.text, "answer": answer}]
+
+
+main()
