@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
               rag ingest ~/papers            index a folder (again: only changes are redone)
               rag search "attention heads"   best passages
               rag ask "What limits X?"       a short answer with numbered sources
+              rag ui                         the web page
+              rag eval squad-dev-v1.1.json   retrieval quality on labelled data
               rag info                       what the index holds
             """))
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -64,6 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, help="longest answer in tokens")
     p.add_argument("--free", action="store_true",
                    help="let the decoder write freely instead of copying spans from the passages")
+
+    p = sub.add_parser("eval", help="measure retrieval (and answer) quality on a labelled dataset",
+                       description="DATASET: SQuAD-format JSON (v1.1, v2.0, COVID-QA) or JSONL of "
+                                   '{"question", "answers": [...], "source"}. Without --index, SQuAD-format '
+                                   "data is indexed into indexes/eval-<name> once and reused.")
+    p.add_argument("dataset")
+    p.add_argument("--index", "-i", help="evaluate an existing index instead of building one")
+    p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.add_argument("--mode", choices=["dense", "keyword", "hybrid", "all"], default="all")
+    p.add_argument("-k", default="1,5,10", help="cut-offs for recall (default: %(default)s)")
+    p.add_argument("--limit", type=int, help="evaluate a random sample of this many questions")
+    p.add_argument("--seed", type=int, default=0, help="sample seed (default: %(default)s)")
+    p.add_argument("--answers", action="store_true", help="also generate answers: EM, F1, abstention, latency")
+    p.add_argument("--chunk-size", type=int, help="chunk size for a newly built index")
+    p.add_argument("--chunk-overlap", type=int, help="chunk overlap for a newly built index")
 
     p = sub.add_parser("ui", help="open the web page (Streamlit)")
     _common(p, json_flag=False)
@@ -168,6 +185,20 @@ def cmd_ask(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluate import format_table, run_eval
+
+    modes = ("dense", "keyword", "hybrid") if args.mode == "all" else (args.mode,)
+    ks = tuple(int(k) for k in args.k.split(","))
+    result = run_eval(args.dataset, args.index, modes, ks, args.limit, args.seed, args.answers,
+                      progress=not args.json, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
+    if args.json:
+        _emit(args, result)
+    else:
+        print(format_table(result))
+    return 0
+
+
 def cmd_ui(args) -> int:
     from pathlib import Path
 
@@ -208,7 +239,7 @@ def cmd_remove(args) -> int:
 
 
 COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask, "info": cmd_info,
-            "remove": cmd_remove, "ui": cmd_ui}
+            "remove": cmd_remove, "eval": cmd_eval, "ui": cmd_ui}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -183,3 +183,53 @@ def answer_metrics(ask, questions: list[Question], progress: bool = False) -> di
     out.update(latency_stats(first, "first_token"))
     out.update(latency_stats(total, "total"))
     return out
+
+
+def run_eval(dataset_path: str | Path, index: str | Path | None = None, modes=("dense", "keyword", "hybrid"),
+             ks=(1, 5, 10), limit: int | None = None, seed: int = 0, answers: bool = False,
+             progress: bool = False, **settings) -> dict:
+    """Evaluate retrieval (and answers) on a dataset. Without `index`, SQuAD-format data gets
+    its own named index `indexes/eval-<name>`, built from its contexts once and reused."""
+    from .qa import RAG
+
+    from .store import is_index_dir
+
+    dataset = load(dataset_path)
+    index = Path(index) if index else Path("indexes") / f"eval-{dataset.name}"
+    if not is_index_dir(index) or (dataset.contexts and (index / "corpus").is_dir()):
+        if not dataset.contexts:
+            from .errors import RagError
+
+            raise RagError(f"{dataset_path} has no contexts to index; pass --index with the documents it refers to")
+        RAG(index, **settings).ingest([write_contexts(dataset, index / "corpus")], progress=progress)
+    rag = RAG(index, **settings)
+    questions = sample(dataset.questions, limit, seed)
+    result = {"dataset": dataset.name, "index": str(rag.root), "questions": len(questions),
+              "seed": seed, "retrieval": {}}
+    for mode in modes:
+        result["retrieval"][mode] = retrieval_metrics(lambda q, k: rag.search(q, k=k, mode=mode), questions,
+                                                      dataset.long_contexts, ks, progress)
+    if answers:
+        ask_mode = modes[-1] if len(modes) == 1 else rag.settings.mode
+        result["answers"] = answer_metrics(lambda q: rag.ask(q, mode=ask_mode), questions, progress)
+    return result
+
+
+def format_table(result: dict) -> str:
+    rows = result["retrieval"]
+    ks = [k for k in next(iter(rows.values())) if k.startswith("recall@")]
+    lines = [f"{result['dataset']}: {result['questions']} questions (seed {result['seed']}), index {result['index']}",
+             "| mode | " + " | ".join(ks) + " | MRR@10 | nDCG@10 | search p50 ms |",
+             "|---" * (len(ks) + 4) + "|"]
+    for mode, m in rows.items():
+        lines.append(f"| {mode} | " + " | ".join(f"{m[k]:.3f}" for k in ks)
+                     + f" | {m['mrr@10']:.3f} | {m['ndcg@10']:.3f} | {m.get('search_p50_ms', '-')} |")
+    if "answers" in result:
+        a = result["answers"]
+        lines.append("")
+        lines.append(f"answers: exact match {a['exact_match']}, F1 {a['f1']}, contains answer {a['contains_answer']}, "
+                     f"answerable wrongly not found {a['wrongly_not_found']}"
+                     + (f", unanswerable abstained {a['abstained']}" if "abstained" in a else "")
+                     + f"; first token p50 {a.get('first_token_p50_ms')} ms, total p50 {a.get('total_p50_ms')} ms"
+                     f" / p95 {a.get('total_p95_ms')} ms")
+    return "\n".join(lines)

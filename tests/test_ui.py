@@ -136,6 +136,7 @@ def test_browser_upload_ask_and_see_source(tmp_path):
             page.goto(url, timeout=60_000)
             expect(page.get_by_text("This index is empty")).to_be_visible(timeout=120_000)
             page.locator("input[type=file]").set_input_files(str(doc))
+            expect(page.get_by_text("orchids.txt")).to_be_visible(timeout=60_000)  # upload finished
             page.get_by_role("button", name="Add to index").click()
             expect(page.get_by_text("Added 1")).to_be_visible(timeout=120_000)
             box = page.get_by_placeholder("Ask a question about your documents")

@@ -152,6 +152,10 @@ def upload_panel(rag: RAG) -> None:
                                         "unchanged": report.unchanged if report else 0, "failed": failed}
         st.session_state.upload_round = st.session_state.get("upload_round", 0) + 1
         st.rerun()
+
+
+def last_report() -> None:
+    """The report of the last upload, shown outside the (collapsible) upload panel."""
     report = st.session_state.get("last_report")
     if report:
         st.success(f"Added {report['added']}, updated {report['updated']}, unchanged {report['unchanged']}, "
@@ -205,6 +209,7 @@ def main() -> None:
     st.header("Ask your documents")
     with st.expander("Add documents", expanded=not info or info["chunks"] == 0):
         upload_panel(rag)
+    last_report()
     if info:
         with st.expander(f"Documents ({info['documents']}, {len(info['failed'])} failed)"):
             documents_panel(rag)
