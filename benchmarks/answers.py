@@ -23,12 +23,13 @@ from rag.evaluate import answer_metrics, load, sample, write_contexts  # noqa: E
 DATA = ROOT.parent / "shared" / "datasets"
 
 
-def cached_index(dataset, progress=True) -> Path:
+def cached_index(dataset, chunk_size: int, progress=True) -> Path:
     """Corpus files and index for a dataset under benchmarks/.cache (ingest is incremental)."""
     base = ROOT / "benchmarks" / ".cache" / dataset.name
     corpus = write_contexts(dataset, base / "corpus")
-    RAG(base / "index").ingest([corpus], progress=progress)
-    return base / "index"
+    index = base / f"index-{chunk_size}"
+    RAG(index, chunk_size=chunk_size).ingest([corpus], progress=progress)
+    return index
 
 
 def main() -> None:
@@ -40,11 +41,14 @@ def main() -> None:
     ap.add_argument("--backend", default="auto", help="comma-separated: auto, llama.cpp, transformers")
     ap.add_argument("--copy", default="on", help="comma-separated: on, off (span-constrained decoding)")
     ap.add_argument("-k", type=int, default=None, help="passages given to the decoder")
+    ap.add_argument("--chunk-size", type=int, default=None, help="chunk size of the index (default: rag's)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     dataset = load(args.dataset)
-    index = cached_index(dataset)
+    from rag.settings import Settings
+
+    index = cached_index(dataset, args.chunk_size or Settings.load().chunk_size)
     questions = sample(dataset.questions, args.limit, args.seed)
     rows = []
     for generator in args.generator.split(","):

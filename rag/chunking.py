@@ -11,6 +11,20 @@ from .documents import Document
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
 
 
+def _plain_tokenizer(tokenizer):
+    """The Rust tokenizer behind a transformers tokenizer, without the truncation and padding
+    its tokenizer.json may switch on (MiniLM's pads and truncates to 128), for cheap counting."""
+    import copy
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    backend = copy.deepcopy(backend)
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
 @dataclass
 class Chunk:
     text: str
@@ -35,6 +49,7 @@ class Splitter:
         if chunk_overlap >= chunk_size:
             raise ValueError(f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size})")
         self.tokenizer = tokenizer
+        self._fast = _plain_tokenizer(tokenizer)
         self.chunk_size = chunk_size
         self._splitter = RecursiveCharacterTextSplitter(
             chunk_size=chunk_size,
@@ -48,7 +63,8 @@ class Splitter:
 
     def count(self, text: str) -> int:
         """Word pieces, without the [CLS]/[SEP] the encoder adds."""
-        return len(self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+        return len(self._fast.encode(text, add_special_tokens=False).ids) if self._fast else len(
+            self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
 
     def counts(self, texts: list[str]) -> list[int]:
         if not texts:

@@ -61,7 +61,7 @@ class RAG:
     def encoder(self) -> Encoder:
         if self._encoder is None:
             s = self.settings
-            self._encoder = Encoder(s.encoder, s.device, s.encode_batch_size)
+            self._encoder = Encoder(s.encoder, s.device, s.encode_batch_size, s.encoder_runtime)
         return self._encoder
 
     @property

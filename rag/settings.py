@@ -19,6 +19,7 @@ class Settings:
     encoder: str = "all-MiniLM-L6-v2"
     generator: str = "gemma3-270m"  # measured best and fastest of the bundled decoders (README)
     device: str = "auto"  # auto | cpu | cuda
+    encoder_runtime: str = "auto"  # auto (int8 ONNX Runtime on CPU, PyTorch on GPU) | onnx-int8 | onnx | torch
     # Chunking (word pieces of the encoder's tokenizer; chosen by benchmarks/chunking.py)
     chunk_size: int = 128
     chunk_overlap: int = 16

@@ -129,7 +129,8 @@ class Store:
         """The FAISS index matching the snapshot's generation (reloaded when a writer moved on)."""
         generation = int(self.meta(conn, "generation", 0))
         if generation != self._generation:
-            self._faiss = _read_faiss(_vectors_file(self.root, generation)) if generation else None
+            path = _vectors_file(self.root, generation)
+            self._faiss = _read_faiss(path, mmap=True) if generation else None
             self._generation = generation
         return self._faiss
 
@@ -435,11 +436,13 @@ def _describe(index) -> str:
     return type(index).__name__
 
 
-def _read_faiss(path: Path):
+def _read_faiss(path: Path, mmap: bool = False):
+    """Readers map the vector file instead of copying it into memory (flat indexes): pages are
+    shared, evictable page cache, and opening a large index is instant."""
     import faiss
 
     try:
-        return faiss.read_index(str(path))
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
     except RuntimeError as e:
         raise IndexError_(f"cannot read {path}: the vector file is missing or damaged") from e
 

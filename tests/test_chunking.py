@@ -36,3 +36,11 @@ def test_paragraphs_split_before_words():
     para2 = "The second paragraph is about mountains and glaciers and snow."
     chunks = splitter.split(Document("x", [Section(para1 + "\n\n" + para2)]))
     assert [c.text for c in chunks] == [para1, para2]
+
+
+def test_counting_ignores_the_tokenizers_own_truncation():
+    """MiniLM's tokenizer.json truncates and pads to 128; counting must see every word piece."""
+    tok = tokenizer()
+    splitter = Splitter(tok, 254, 16)
+    assert splitter.count("word " * 600) == 600
+    assert splitter.count("hello world") == 2

@@ -159,3 +159,23 @@ def test_large_index_switches_to_ivf(tmp_path):
     rag.ingest([root])
     info = rag.info()
     assert info["vectors"] == info["chunks"] == 59
+
+
+def test_keyword_index_follows_incremental_updates(corpus, index_dir):
+    rag = open_rag(index_dir)
+    rag.ingest([corpus])
+    assert rag.search("waggle", k=1, mode="keyword")[0].source.endswith("bees.txt")
+    (corpus / "bees.txt").write_text("Bumblebees buzz-pollinate tomatoes.\n")
+    rag.ingest([corpus])
+    assert rag.search("waggle", k=3, mode="keyword") == []
+    assert rag.search("tomatoes", k=1, mode="keyword")[0].source.endswith("bees.txt")
+    rag.remove(corpus / "bees.txt")
+    assert rag.search("tomatoes", k=3, mode="keyword") == []
+
+
+def test_hybrid_ranks_exact_terms_and_meaning(corpus, index_dir):
+    rag = open_rag(index_dir)
+    rag.ingest([corpus])
+    # a rare exact term (keyword wins) and a paraphrase (dense wins) both land first in hybrid
+    assert rag.search("Etna", k=1, mode="hybrid")[0].source.endswith("volcano.html")
+    assert rag.search("how do insects tell others where food is", k=1, mode="hybrid")[0].source.endswith("bees.txt")
