@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--dataset", default=str(DATA / "squad_dev" / "squad-dev-v1.1.json"))
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--generator", default="smollm2", help="comma-separated generators")
+    ap.add_argument("--generator", default=None, help="comma-separated generators (default: rag's)")
     ap.add_argument("--backend", default="auto", help="comma-separated: auto, llama.cpp, transformers")
     ap.add_argument("--copy", default="on", help="comma-separated: on, off (span-constrained decoding)")
     ap.add_argument("-k", type=int, default=None, help="passages given to the decoder")
@@ -51,7 +51,9 @@ def main() -> None:
     index = cached_index(dataset, args.chunk_size or Settings.load().chunk_size)
     questions = sample(dataset.questions, args.limit, args.seed)
     rows = []
-    for generator in args.generator.split(","):
+    from rag.settings import Settings as _S
+
+    for generator in (args.generator or _S.load().generator).split(","):
         for backend in args.backend.split(","):
             for copy in args.copy.split(","):
                 rag = RAG(index, generator=generator, backend=backend, copy=copy == "on", answer_k=args.k)

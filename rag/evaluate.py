@@ -218,7 +218,9 @@ def run_eval(dataset_path: str | Path, index: str | Path | None = None, modes=("
 def format_table(result: dict) -> str:
     rows = result["retrieval"]
     ks = [k for k in next(iter(rows.values())) if k.startswith("recall@")]
-    lines = [f"{result['dataset']}: {result['questions']} questions (seed {result['seed']}), index {result['index']}",
+    answerable = next(iter(rows.values()))["questions"]
+    lines = [f"{result['dataset']}: {result['questions']} questions sampled (seed {result['seed']}), "
+             f"{answerable} answerable scored for retrieval, index {result['index']}",
              "| mode | " + " | ".join(ks) + " | MRR@10 | nDCG@10 | search p50 ms |",
              "|---" * (len(ks) + 4) + "|"]
     for mode, m in rows.items():

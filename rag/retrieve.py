@@ -42,7 +42,7 @@ class Retriever:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if not query.strip():
             return []
-        vector = self.encoder.encode([query])[0] if mode != "keyword" else None
+        vector = self.encoder.encode_query(query) if mode != "keyword" else None
         with self.store.snapshot() as conn:
             if mode == "dense":
                 ranked = self.store._dense(conn, vector, k)
