@@ -27,8 +27,9 @@ class Settings:
     max_file_mb: float = 50.0
     encode_batch_size: int = 64
     commit_every_chunks: int = 4096  # a crash loses at most this much finished work
-    # Index type: exact search up to this many chunks, then IVF (recall@10 >= 0.98, see scale.py)
-    ann_threshold: int = 200_000
+    # Index type: exact search up to this many chunks, then IVF with nprobe calibrated for
+    # recall@10 >= 0.98 (exact search alone took 7 of the 15 ms budget at 100k; benchmarks/scale.py)
+    ann_threshold: int = 50_000
     # Retrieval
     k: int = 4
     mode: str = "hybrid"  # dense | keyword | hybrid

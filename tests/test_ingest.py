@@ -179,3 +179,23 @@ def test_hybrid_ranks_exact_terms_and_meaning(corpus, index_dir):
     # a rare exact term (keyword wins) and a paraphrase (dense wins) both land first in hybrid
     assert rag.search("Etna", k=1, mode="hybrid")[0].source.endswith("volcano.html")
     assert rag.search("how do insects tell others where food is", k=1, mode="hybrid")[0].source.endswith("bees.txt")
+
+
+def test_readers_see_committed_state_only(corpus, index_dir):
+    """A question asked while an ingest is writing is answered from the last committed index."""
+    import numpy as np
+
+    from rag.chunking import Chunk
+
+    rag = open_rag(index_dir)
+    rag.ingest([corpus / "bees.txt"])
+    before = rag.info()["chunks"]
+    with Store(index_dir).writer() as w:
+        vector = rag.encoder.encode(["Quokkas live on Rottnest Island."])
+        w.add_content("x" * 64, [Chunk("Quokkas live on Rottnest Island.", 0, None, "", 0, 31)], vector, 7)
+        w.put_document("/virtual/quokka.txt", "x" * 64, 0.0, 31)
+        assert rag.info()["chunks"] == before  # uncommitted: invisible
+        assert not any("Quokkas" in h.text for h in rag.search("quokka island", k=3))
+        w.commit()
+        assert rag.info()["chunks"] == before + 1  # committed: visible at once
+        assert rag.search("quokka island", k=1)[0].text.startswith("Quokkas")
