@@ -401,13 +401,15 @@ def build_ivf(vectors: np.ndarray, ids: np.ndarray, target_recall: float = 0.98)
 
 def calibrate_nprobe(index, vectors: np.ndarray, ids: np.ndarray, target: float = 0.98, k: int = 10,
                      queries: int = 200) -> int:
-    """Smallest nprobe (doubling) whose recall@k against exact search reaches `target`, on
-    queries made from the data (stored vectors plus noise, like a question near its passage)."""
+    """Smallest nprobe (doubling) whose recall@k against exact search reaches `target` (plus
+    a 0.005 margin) on queries made from the data: the sum of two stored vectors, normalised.
+    Measured at 100k chunks, such queries need the same nprobe as real questions, while
+    "stored vector plus noise" queries asked for far too few probes (real recall@10 0.88)."""
     import faiss
 
     rng = np.random.default_rng(1)
-    q = vectors[rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)]
-    q = q + rng.normal(0, 0.05, q.shape).astype(np.float32)
+    m = min(queries, len(vectors))
+    q = vectors[rng.choice(len(vectors), m)] + vectors[rng.choice(len(vectors), m)]
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     exact = faiss.IndexFlatIP(vectors.shape[1])
     exact.add(vectors)
@@ -418,7 +420,7 @@ def calibrate_nprobe(index, vectors: np.ndarray, ids: np.ndarray, target: float 
         index.nprobe = nprobe
         _, found = index.search(q, k)
         recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)])
-        if recall >= target or nprobe >= index.nlist:
+        if recall >= target + 0.005 or nprobe >= index.nlist:
             return nprobe
         nprobe = min(index.nlist, nprobe * 2)
 
