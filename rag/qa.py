@@ -136,7 +136,7 @@ class RAG:
         timer = Timer()
         k = k or self.settings.k
         asked, query = rewrite_follow_up(question, history)
-        if not is_index_dir(self.root) or self.info()["chunks"] == 0:
+        if not is_index_dir(self.root) or self.store.is_empty():
             timer.mark("retrieve_ms")
             yield EMPTY_INDEX
             yield Answer(question, EMPTY_INDEX, [], found=False, timings=_final(timer))

@@ -186,6 +186,10 @@ class Store:
         rows = (conn or self._conn).execute(sql, ids).fetchall()
         return {r[0]: ChunkRow(r[0], r[1], r[2], r[3] or "", r[4], r[5], r[6] or "") for r in rows}
 
+    def is_empty(self) -> bool:
+        with self.snapshot() as conn:
+            return conn.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is None
+
     def documents(self) -> list[dict]:
         with self.snapshot() as conn:
             rows = conn.execute(
@@ -456,7 +460,7 @@ def _write_faiss(index, path: Path) -> None:
     faiss.write_index(index, str(tmp))
     _fsync(tmp)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -464,18 +468,11 @@ def _write_json(path: Path, value: dict) -> None:
     tmp.write_text(json.dumps(value, indent=2))
     _fsync(tmp)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
+    """Flush a file, or a directory's entries (so a rename survives a power cut)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
