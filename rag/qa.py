@@ -98,9 +98,10 @@ class RAG:
                     "chunk_overlap": self.settings.chunk_overlap})
             return Ingestor(self.store, self.encoder, self.settings).run(paths, prune, progress, wait, on_file)
 
-    def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
-        """The k best passages for `query`."""
-        return self.retriever.search(query, k or self.settings.k, mode or self.settings.mode)
+    def search(self, query: str, k: int | None = None, mode: str | None = None,
+               diverse: bool = False) -> list[Hit]:
+        """The k best passages for `query` (`diverse`: without near-copies of each other)."""
+        return self.retriever.search(query, k or self.settings.k, mode or self.settings.mode, diverse)
 
     def remove(self, path: str | Path, wait: float = 0.0) -> int:
         """Remove documents at `path` (a file, or everything under a folder); returns how many."""
@@ -141,7 +142,7 @@ class RAG:
             yield EMPTY_INDEX
             yield Answer(question, EMPTY_INDEX, [], found=False, timings=_final(timer))
             return
-        hits = self.search(query, k=k, mode=mode)
+        hits = self.search(query, k=k, mode=mode, diverse=self.settings.diverse)
         timer.mark("retrieve_ms")
         top = hits[0].dense if hits else None
         if not hits or (top is not None and top < self.settings.min_score):

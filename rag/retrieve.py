@@ -37,7 +37,19 @@ class Retriever:
     def __init__(self, store: Store, encoder: Encoder):
         self.store, self.encoder = store, encoder
 
-    def search(self, query: str, k: int = 5, mode: str = "hybrid") -> list[Hit]:
+    def search(self, query: str, k: int = 5, mode: str = "hybrid", diverse: bool = False) -> list[Hit]:
+        """The k best passages. `diverse`: skip near-copies (word Jaccard >= 0.8) of a passage
+        already chosen, so k passages say k different things (MMR's aim, without its tuning)."""
+        if diverse:
+            hits = []
+            for hit in self.search(query, 3 * k, mode):
+                words = set(hit.text.lower().split())
+                if all(_jaccard(words, set(h.text.lower().split())) < 0.8 for h in hits):
+                    hit.rank = len(hits) + 1
+                    hits.append(hit)
+                if len(hits) == k:
+                    break
+            return hits
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if not query.strip():
@@ -76,3 +88,7 @@ class Retriever:
                  for i in set(dense) | set(missing)}
         ranked = sorted(fused.items(), key=lambda item: -item[1])[:k]
         return ranked, dense
+
+
+def _jaccard(a: set, b: set) -> float:
+    return len(a & b) / max(1, len(a | b))

@@ -124,3 +124,19 @@ def test_cli_ask_json(rag):
     r = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "Who invented the Fresnel lens?",
                         "--index", str(rag.root)], capture_output=True, text=True)
     assert "Fresnel" in r.stdout and "lighthouse.md" in r.stdout and "first token" in r.stderr
+
+
+def test_sources_are_not_near_copies(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    base = "The Hubble telescope was launched in 1990 aboard the space shuttle Discovery"
+    (d / "v1.txt").write_text(base + ".\n")
+    (d / "v2.txt").write_text(base + "!\n")  # a near-copy, different bytes
+    (d / "other.txt").write_text("Hubble's mirror was ground slightly wrong and fixed in 1993.\n")
+    r = RAG(tmp_path / "i")
+    r.ingest([d])
+    plain = r.search("When was the Hubble telescope launched?", k=3)
+    assert sum("Discovery" in h.text for h in plain) == 2
+    diverse = r.search("When was the Hubble telescope launched?", k=3, diverse=True)
+    assert sum("Discovery" in h.text for h in diverse) == 1 and len(diverse) == 2
+    assert [h.rank for h in diverse] == [1, 2]
