@@ -122,7 +122,7 @@ def attach_citations(answer: str, passages: list[tuple[Hit, str]]) -> tuple[str,
     draws on: those containing it verbatim, else those sharing most of its words."""
     n = len(passages)
     text = re.sub(r"\[(\d+)\]", lambda m: m.group(0) if 1 <= int(m.group(1)) <= n else "", answer)
-    text = re.sub(r"\s+([.,;:])", r"\1", re.sub(r"[ \t]{2,}", " ", text)).strip()
+    text = re.sub(r"[ \t]{2,}", " ", text).strip()
     marked = {int(m) for m in re.findall(r"\[(\d+)\]", text)}
     bare = re.sub(r"\[\d+\]", "", text).strip().strip(".").strip()
     sources = []

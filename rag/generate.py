@@ -95,8 +95,9 @@ class Generator:
         from llama_cpp import Llama
 
         gpu = pick_device(self.device) == "cuda"
-        model = Llama(model_path=self.path, n_ctx=self.context_window, n_threads=self.threads,
-                      n_gpu_layers=-1 if gpu else 0, verbose=False, seed=0)
+        with _quiet_stderr():  # llama.cpp logs from C even with verbose=False
+            model = Llama(model_path=self.path, n_ctx=self.context_window, n_threads=self.threads,
+                          n_gpu_layers=-1 if gpu else 0, verbose=False, seed=0)
         return model, None
 
     def _load_hf(self):
@@ -268,3 +269,20 @@ def _has_llama_cpp() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("llama_cpp") is not None
+
+
+class _quiet_stderr:
+    """Silence file descriptor 2 (C code's logging) for a block."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    def __exit__(self, *exc):
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
