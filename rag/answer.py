@@ -89,14 +89,22 @@ def fit_passages(hits: list[Hit], count, budget: int) -> list[tuple[Hit, str]]:
     return chosen
 
 
-def build_messages(question: str, passages: list[tuple[Hit, str]]) -> list[dict]:
-    """System instruction, one worked example, the numbered passages, the question."""
+ABSTAIN = "unknown"
+ABSTAIN_EXAMPLE = ("Who first mapped the Amazon basin?", ABSTAIN)
+
+
+def build_messages(question: str, passages: list[tuple[Hit, str]], abstain: bool = False) -> list[dict]:
+    """System instruction, worked examples, the numbered passages, the question. With
+    `abstain`, a second example shows answering "unknown" when the passage does not say."""
     blocks = "\n\n".join(f"[{i}] ({label(h)})\n{text}" for i, (h, text) in enumerate(passages, 1))
     ex_passage, ex_question, ex_answer = EXAMPLE
-    return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"Passages:\n\n{ex_passage}\n\nQuestion: {ex_question}"},
-            {"role": "assistant", "content": f"Answer: {ex_answer}"},
-            {"role": "user", "content": f"Passages:\n\n{blocks}\n\nQuestion: {question}"}]
+    messages = [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"Passages:\n\n{ex_passage}\n\nQuestion: {ex_question}"},
+                {"role": "assistant", "content": f"Answer: {ex_answer}"}]
+    if abstain:
+        messages += [{"role": "user", "content": f"Passages:\n\n{ex_passage}\n\nQuestion: {ABSTAIN_EXAMPLE[0]}"},
+                     {"role": "assistant", "content": f"Answer: {ABSTAIN_EXAMPLE[1]}"}]
+    return messages + [{"role": "user", "content": f"Passages:\n\n{blocks}\n\nQuestion: {question}"}]
 
 
 # Words a short factual answer almost never starts with (measured: "in", "up", "when" starts
@@ -173,20 +181,23 @@ class Timer:
 
 
 def stream_answer(question: str, hits: list[Hit], generator, max_tokens: int, copy: bool,
-                  timer: Timer, prompt_k: int = 1, asked: str | None = None) -> Iterator[str | Answer]:
+                  timer: Timer, prompt_k: int = 1, asked: str | None = None,
+                  abstain: bool = False) -> Iterator[str | Answer]:
     """Prompt the decoder with the best `prompt_k` passages that fit, stream its text, end with
     the Answer. All hits become sources (the ones after the prompt's as further reading)."""
-    overhead = generator.count(generator.render(build_messages(question, []), prefix="Answer:"))
+    overhead = generator.count(generator.render(build_messages(question, [], abstain), prefix="Answer:"))
     budget = generator.n_ctx - max_tokens - overhead - 8
     passages = fit_passages(hits[:prompt_k], generator.count, budget)
-    prompt = generator.render(build_messages(question, passages), prefix="Answer:")
+    prompt = generator.render(build_messages(question, passages, abstain), prefix="Answer:")
     pieces, first = [], None
     stop = ["\n", "Question:"]
     kwargs = {}
     if copy:
         # a copied answer ends at a clause boundary; it never starts with the question's words
         stop += [". ", ", ", "; ", " ("]
-        kwargs = {"copy_from": [" ".join(text.split()) for _, text in passages],  # answers need no newlines
+        # answers need no newlines; "unknown" is the one word allowed that is not in a passage
+        sources = [" ".join(text.split()) for _, text in passages] + ([ABSTAIN] if abstain else [])
+        kwargs = {"copy_from": sources,
                   "avoid_first": _avoid(question)}
     for piece in generator.stream(prompt, max_tokens=max_tokens, stop=stop, **kwargs):
         if first is None:
@@ -196,6 +207,8 @@ def stream_answer(question: str, hits: list[Hit], generator, max_tokens: int, co
         pieces.append(piece)
         yield piece
     raw = "".join(pieces).strip()
+    if abstain and raw.lower() == ABSTAIN:
+        raw = ""
     shown = {h.chunk_id for h, _ in passages}
     text, sources = attach_citations(raw, passages + [(h, h.text) for h in hits if h.chunk_id not in shown])
     if not raw:

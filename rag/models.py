@@ -16,6 +16,12 @@ ENCODER_ALIASES = {
 }
 
 
+# Prompt options measured per bundled decoder (benchmarks/answers.py, README): the "unknown"
+# example raised Gemma's SQuAD F1 (0.351 -> 0.356, v2.0 answerable 0.339 -> 0.384) and sank
+# SmolLM2's (0.291 -> 0.147: it answered "unknown" to 57% of answerable questions).
+ABSTAINS_WELL = {"gemma3", "gemma3-270m"}
+
+
 def package_dir(module: str) -> Path | None:
     """Where an installed package lives, without importing it (some bundles import absent deps)."""
     spec = importlib.util.find_spec(module)

@@ -123,6 +123,13 @@ class RAG:
 
     # --- answering ---------------------------------------------------------------------
 
+    def _abstain(self) -> bool:
+        from .models import ABSTAINS_WELL
+
+        if self.settings.abstain == "auto":
+            return self.settings.generator.lower() in ABSTAINS_WELL
+        return self.settings.abstain.lower() in ("on", "1", "true", "yes")
+
     def ask(self, question: str, k: int | None = None, history: list | None = None,
             mode: str | None = None, max_tokens: int | None = None) -> Answer:
         """Answer `question` from the index, with numbered sources and timings."""
@@ -154,7 +161,8 @@ class RAG:
         with self._lock:  # one decoder, one question at a time
             yield from stream_answer(asked, hits, self.generator,
                                      max_tokens or self.settings.max_tokens, self.settings.copy, timer,
-                                     prompt_k=self.settings.answer_k, asked=question)
+                                     prompt_k=self.settings.answer_k, asked=question,
+                                     abstain=self._abstain())
 
 
 PRONOUNS = {"it": "", "its": "'s", "they": "", "them": "", "their": "'s", "he": "", "him": "",

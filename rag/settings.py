@@ -40,6 +40,7 @@ class Settings:
     temperature: float = 0.0
     copy: bool = True  # span-constrained decoding: the answer is copied from the passages
     min_score: float = 0.20  # top passage cosine below this -> "not found" (calibrated, see README)
+    abstain: str = "auto"  # on | off | auto: a second example answers "unknown" (on for Gemma, measured)
     diverse: bool = True  # ask: sources are not near-copies of each other
     answer_k: int = 1  # passages in the decoder's prompt (measured best for the tiny default decoders)
 
