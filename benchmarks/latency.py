@@ -29,7 +29,19 @@ from rag.evaluate import load, sample  # noqa: E402
 from rag.store import Store, flat_contents  # noqa: E402
 
 
+def squad_index() -> Path:
+    """The SQuAD v1.1 paragraph index benchmarks/answers.py builds (built here if missing)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from answers import cached_index
+
+    from rag.settings import Settings
+
+    return cached_index(load(ROOT.parent / "shared" / "datasets" / "squad_dev" / "squad-dev-v1.1.json"),
+                        Settings.load().chunk_size)
+
+
 def build(target: Path, n: int) -> None:
+    squad_index()
     sources = [p for p in sorted(CACHE.glob("*/index-128")) + sorted(Path("indexes").glob("eval-*")) if (p / "manifest.json").exists()]
     texts, vectors = [], []
     for path in sources:
@@ -85,8 +97,7 @@ def main() -> None:
             times.append(time.perf_counter() - t)
         print(f"| {mode} | {pct(times, 0.5):.1f} | {pct(times, 0.95):.1f} |")
 
-    index = next(p for p in sorted(CACHE.glob("squad-dev-v1.1/index-128")))
-    qa = RAG(index)
+    qa = RAG(squad_index())
     qa.ask("warm up question")
     first, total, tokens = [], [], []
     for q in questions[: args.answers]:
