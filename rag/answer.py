@@ -116,6 +116,11 @@ ARTICLES |= {w.capitalize() for w in ARTICLES}
 ARTICLES -= {"no", "yes", "No", "Yes"}
 
 
+def strip_markers(text: str) -> str:
+    """The answer without its [n] citation markers."""
+    return re.sub(r"\s*\[\d+\]", "", text).strip()
+
+
 def _avoid(question: str) -> str:
     words = re.findall(r"[A-Za-z][\w'-]*", question)
     return " ".join(set(words) | {w.capitalize() for w in words} | ARTICLES | set(".,;:()[]'\"-"))
@@ -155,7 +160,7 @@ def attach_citations(answer: str, passages: list[tuple[Hit, str]]) -> tuple[str,
             if s.cited:
                 s.evidence = _evidence(bare, s.text)
         cited = [s.n for s in sources if s.cited]
-        text = re.sub(r"\s*\[\d+\]", "", text).strip()
+        text = strip_markers(text)
         if cited:
             text = f"{text} " + "".join(f"[{c}]" for c in cited)
     return text, sources

@@ -69,6 +69,8 @@ class Splitter:
     def counts(self, texts: list[str]) -> list[int]:
         if not texts:
             return []
+        if self._fast:
+            return [len(e.ids) for e in self._fast.encode_batch(texts, add_special_tokens=False)]
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def split(self, document: Document) -> list[Chunk]:

@@ -151,14 +151,12 @@ def contains_answer(prediction: str, truths: list[str]) -> float:
     return float(any(normalize_answer(t) and normalize_answer(t) in norm for t in truths))
 
 
-def strip_markers(text: str) -> str:
-    return re.sub(r"\s*\[\d+\]", "", text).strip()
-
-
 def answer_metrics(ask, questions: list[Question], progress: bool = False) -> dict:
     """ask(question) -> Answer. EM / F1 / contains over answerable questions; abstention
     (the not-found answer) over unanswerable ones; latency percentiles."""
     from tqdm import tqdm
+
+    from .answer import strip_markers
 
     em, f1, contains, wrong_abstain, first, total = [], [], [], [], [], []
     abstain_ok = []

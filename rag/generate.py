@@ -79,6 +79,7 @@ class Generator:
         self.threads = threads or max(1, len(os.sched_getaffinity(0)))
         self._model = None
         self._tokenizer = None
+        self._first_cache: dict[str, tuple[int, ...]] = {}
 
     # --- loading -----------------------------------------------------------------------
 
@@ -185,13 +186,19 @@ class Generator:
         constraint = None
         if copy_from:
             sources = [self.tokenize(t) for t in copy_from] + [self.tokenize(" " + t) for t in copy_from]
-            words = set(avoid_first.split())
-            not_first = {t for w in words for t in self.tokenize(w)[:1] + self.tokenize(" " + w)[:1]}
+            not_first = {t for w in set(avoid_first.split()) for t in self._first_tokens(w)}
             constraint = CopyConstraint(sources, self._stop_ids(), self.vocab_size, not_first=not_first)
         if self.backend == "llama.cpp":
             yield from self._stream_llama(prompt, max_tokens, stop or [], constraint, temperature)
         else:
             yield from self._stream_hf(prompt, max_tokens, stop or [], constraint, temperature)
+
+    def _first_tokens(self, word: str) -> tuple[int, ...]:
+        """The token a word starts with, alone and after a space (cached: the same ~150 function
+        words are looked up for every question)."""
+        if word not in self._first_cache:
+            self._first_cache[word] = tuple(self.tokenize(word)[:1] + self.tokenize(" " + word)[:1])
+        return self._first_cache[word]
 
     def generate(self, prompt: str, **kwargs) -> str:
         return "".join(self.stream(prompt, **kwargs))

@@ -149,18 +149,14 @@ class Store:
         with self.snapshot() as conn:
             return self._keyword(conn, query, k)
 
-    def _keyword(self, conn, query: str, k: int, restrict: list[int] | None = None):
+    def _keyword(self, conn, query: str, k: int):
         """BM25 via FTS5; higher score is better (FTS5's bm25() is negated)."""
         terms = _fts_query(query)
         if not terms or k <= 0:
             return []
-        where, args = "chunks_fts MATCH ?", [terms]
-        if restrict is not None:
-            where += f" AND rowid IN ({','.join('?' * len(restrict))})"
-            args += restrict
         rows = conn.execute(
-            f"SELECT rowid, -bm25(chunks_fts, 1.0, 0.5) FROM chunks_fts WHERE {where} "
-            "ORDER BY bm25(chunks_fts, 1.0, 0.5) LIMIT ?", (*args, k)).fetchall()
+            "SELECT rowid, -bm25(chunks_fts, 1.0, 0.5) FROM chunks_fts WHERE chunks_fts MATCH ? "
+            "ORDER BY bm25(chunks_fts, 1.0, 0.5) LIMIT ?", (terms, k)).fetchall()
         return [(int(i), float(s)) for i, s in rows]
 
     def _cosines(self, conn, vector: np.ndarray, ids: list[int]) -> dict[int, float]:

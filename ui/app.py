@@ -250,4 +250,5 @@ def main() -> None:
                                       {"role": "assistant", "content": answer.text, "answer": answer}]
 
 
-main()
+if __name__ == "__main__":  # streamlit runs the page as __main__; tests import the helpers
+    main()
