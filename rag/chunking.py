@@ -4,11 +4,15 @@ so it has exactly one page and one heading path, and its character span points i
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 
 from .documents import Document
 
-SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
+# Paragraphs, lines, sentences (Chinese ends 。！？； need no space after them), clauses, words,
+# and characters last. English text never holds the Chinese marks, so it splits as before.
+SEPARATORS = ["\n\n", "\n", "。", "！", "？", ". ", "? ", "! ", "；", "; ", "，", ", ", "、", " ", ""]
 
 
 def _plain_tokenizer(tokenizer):
@@ -36,9 +40,11 @@ class Chunk:
 
 
 class Splitter:
-    """Reusable splitter bound to one tokenizer and size (building it per file is wasteful)."""
+    """Reusable splitter bound to one tokenizer and size (building it per file is wasteful).
+    Every chunk also fits `max_chars`: a word the tokenizer cannot split (a 40 MB line without
+    spaces counted as one word piece) is cut on characters instead."""
 
-    def __init__(self, tokenizer, chunk_size: int, chunk_overlap: int):
+    def __init__(self, tokenizer, chunk_size: int, chunk_overlap: int, max_chars: int = 2000):
         import logging
 
         from langchain_text_splitters import RecursiveCharacterTextSplitter
@@ -51,10 +57,15 @@ class Splitter:
         self.tokenizer = tokenizer
         self._fast = _plain_tokenizer(tokenizer)
         self.chunk_size = chunk_size
+        self.max_chars = max_chars
+        self._count_short = functools.lru_cache(maxsize=200_000)(self._count)
+        # a run this long with neither space nor punctuation is cut before the splitter sees it
+        # (its last resort, one character at a time, would make millions of strings)
+        self._run = re.compile(r"[^\s.!?;,。！？；，、]{%d,}" % (max_chars + 1))
         self._splitter = RecursiveCharacterTextSplitter(
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
-            length_function=self.count,
+            length_function=self.length,
             separators=SEPARATORS,
             keep_separator="end",
             add_start_index=True,
@@ -62,9 +73,21 @@ class Splitter:
         )
 
     def count(self, text: str) -> int:
-        """Word pieces, without the [CLS]/[SEP] the encoder adds."""
+        """Word pieces, without the [CLS]/[SEP] the encoder adds. Short strings are cached: the
+        splitter counts every word of a section that has no sentence ends (a CSV row, a long
+        line), and words repeat (a 12 MB row took minutes uncached)."""
+        if len(text) <= 24:
+            return self._count_short(text)
+        return self._count(text)
+
+    def _count(self, text: str) -> int:
         return len(self._fast.encode(text, add_special_tokens=False).ids) if self._fast else len(
             self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+
+    def length(self, text: str) -> int:
+        """What the splitter measures: word pieces, or characters scaled so that `max_chars`
+        counts as a full chunk, whichever is larger."""
+        return max(self.count(text), -(-len(text) * self.chunk_size // self.max_chars))
 
     def counts(self, texts: list[str]) -> list[int]:
         if not texts:
@@ -76,10 +99,37 @@ class Splitter:
     def split(self, document: Document) -> list[Chunk]:
         chunks: list[Chunk] = []
         for section in document.sections:
-            for piece in self._splitter.create_documents([section.text]):
-                text = piece.page_content.strip()
-                if not text:
-                    continue
-                start = section.start + piece.metadata.get("start_index", 0)
-                chunks.append(Chunk(text, len(chunks), section.page, section.heading, start, start + len(text)))
+            for offset, block, is_run in self._blocks(section.text):
+                pieces = (self._cut(block) if is_run else
+                          ((p.metadata.get("start_index", 0), p.page_content)
+                           for p in self._splitter.create_documents([block])))
+                for at, piece in pieces:
+                    text = piece.strip()
+                    if not text:
+                        continue
+                    start = section.start + offset + at + (len(piece) - len(piece.lstrip()))
+                    chunks.append(Chunk(text, len(chunks), section.page, section.heading, start, start + len(text)))
         return chunks
+
+    def _blocks(self, text: str):
+        """(offset, text, is_run): the section as is, except that runs longer than `max_chars`
+        without a space or a punctuation mark become `max_chars` blocks of their own."""
+        position = 0
+        for run in self._run.finditer(text):
+            if run.start() > position:
+                yield position, text[position:run.start()], False
+            for i in range(run.start(), run.end(), self.max_chars):
+                yield i, text[i:min(i + self.max_chars, run.end())], True
+            position = run.end()
+        if position < len(text):
+            yield position, text[position:], False
+
+    def _cut(self, run: str) -> list[tuple[int, str]]:
+        """A run with nowhere to split, in equal character slices that each fit `chunk_size`."""
+        parts = 1
+        while True:
+            size = -(-len(run) // parts)
+            slices = [(i, run[i:i + size]) for i in range(0, len(run), size)]
+            if all(self.count(piece) <= self.chunk_size for _, piece in slices) or size == 1:
+                return slices
+            parts *= 2

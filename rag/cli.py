@@ -13,6 +13,16 @@ import textwrap
 from .errors import RagError
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, at least 1 (got {text!r})")
+    return value
+
+
 def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
     p.add_argument("--index", "-i", default=os.environ.get("RAG_INDEX", "default"),
                    help="index name (under indexes/) or path (default: %(default)s)")
@@ -46,23 +56,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, help="passage length in word pieces (new index only)")
     p.add_argument("--chunk-overlap", type=int, help="overlap in word pieces (new index only)")
     p.add_argument("--max-file-mb", type=float, help="skip files larger than this")
+    p.add_argument("--follow-links", action="store_true", default=None,
+                   help="follow symlinks that lead out of the ingested folders (skipped by default)")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait if another process writes the index")
 
     p = sub.add_parser("search", help="retrieve the best passages for a query")
     p.add_argument("query")
     _common(p)
-    p.add_argument("-k", type=int, default=5, help="number of passages (default: %(default)s)")
+    p.add_argument("-k", type=_positive, default=5, help="number of passages (default: %(default)s)")
     p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], help="retrieval method")
 
     p = sub.add_parser("ask", help="answer a question from the documents, with numbered sources",
                        description="Streams the answer as it is generated, then the numbered sources and timings.")
     p.add_argument("question")
     _common(p)
-    p.add_argument("-k", type=int, help="passages given to the decoder (default: 3)")
+    p.add_argument("-k", type=_positive, help="sources to retrieve and show (default: 4; the best of them "
+                                             "goes to the decoder)")
     p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], help="retrieval method")
-    p.add_argument("--generator", help="decoder: gemma3-270m (default), smollm2, a GGUF file, "
-                                       "a Hugging Face model name or directory")
-    p.add_argument("--backend", choices=["auto", "llama.cpp", "transformers"], help="decoder runtime")
+    p.add_argument("--generator", help="decoder: gemma3-270m (default), smollm2, a GGUF file, a Hugging "
+                                       "Face model directory, or openai:MODEL for an OpenAI-compatible server "
+                                       "(RAG_OPENAI_BASE_URL, key in OPENAI_API_KEY)")
+    p.add_argument("--backend", choices=["auto", "llama.cpp", "transformers", "openai"], help="decoder runtime")
     p.add_argument("--max-tokens", type=int, help="longest answer in tokens")
     p.add_argument("--free", action="store_true",
                    help="let the decoder write freely instead of copying spans from the passages")
@@ -88,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501, help="port (default: %(default)s)")
 
     p = sub.add_parser("info", help="what the index holds")
+    _common(p)
+
+    p = sub.add_parser("rebuild", help="rebuild a damaged index from the documents it lists",
+                       description="Re-ingests every document the index lists into a fresh index and swaps "
+                                   "it in; the old one is kept as <index>.damaged-<time>.")
     _common(p)
 
     p = sub.add_parser("remove", help="remove a document (or all under a folder) from the index")
@@ -124,10 +143,15 @@ def _emit(args, value) -> None:
 
 def cmd_ingest(args) -> int:
     rag = _rag(args, encoder=args.encoder, chunk_size=args.chunk_size,
-               chunk_overlap=args.chunk_overlap, max_file_mb=args.max_file_mb)
+               chunk_overlap=args.chunk_overlap, max_file_mb=args.max_file_mb, follow_links=args.follow_links)
     report = rag.ingest(args.paths, prune=not args.no_prune, progress=not args.json, wait=args.wait)
     for f in report.failed:
         print(f"failed {f['path']}: {f['reason']}", file=sys.stderr)
+    shown = report.skipped_files if args.verbose else report.skipped_files[:20]
+    for f in shown:
+        print(f"skipped {f['path']}: {f['reason']}", file=sys.stderr)
+    if len(shown) < len(report.skipped_files):
+        print(f"skipped {len(report.skipped_files) - len(shown)} more (-v or --json lists them all)", file=sys.stderr)
     if args.json:
         _emit(args, report.to_dict())
     else:
@@ -238,7 +262,15 @@ def cmd_remove(args) -> int:
     return 0 if removed else 1
 
 
-COMMANDS = {"ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask, "info": cmd_info,
+def cmd_rebuild(args) -> int:
+    report = _rag(args).rebuild(progress=not args.json)
+    for f in report.failed:
+        print(f"failed {f['path']}: {f['reason']}", file=sys.stderr)
+    _emit(args, report.to_dict()) if args.json else print(report.summary())
+    return 1 if report.failed else 0
+
+
+COMMANDS = {"rebuild": cmd_rebuild, "ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask, "info": cmd_info,
             "remove": cmd_remove, "eval": cmd_eval, "ui": cmd_ui}
 
 if __name__ == "__main__":

@@ -24,6 +24,21 @@ SUFFIXES = TEXT_SUFFIXES | {".md", ".markdown", ".html", ".htm", ".pdf", ".docx"
                             ".tsv", ".json", ".jsonl", ".ndjson"}
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one file may expand to; each breach fails that file alone with a reason.
+    Defaults are far above real documents (the 5,000-page PDF held) and far below what
+    exhausts a 2-core, 24 GB machine."""
+
+    max_inflated_mb: float = 256.0  # any archive member (.docx parts) once decompressed
+    max_text_mb: float = 64.0  # text extracted from one file
+    max_json_depth: int = 64  # nesting of JSON values
+
+    def check_text(self, n_chars: int) -> None:
+        if n_chars > self.max_text_mb * 2**20:
+            raise UnreadableFile(f"extracted text is over the {self.max_text_mb:g} MB limit (max_text_mb)")
+
+
 @dataclass
 class Section:
     """A run of text with one page and one heading path; `start` is its offset in the page text."""
@@ -48,7 +63,7 @@ def supported(path: Path) -> bool:
     return path.suffix.lower() in SUFFIXES or path.name in ("Makefile", "Dockerfile")
 
 
-def read(path: str | Path, data: bytes | None = None) -> Document:
+def read(path: str | Path, data: bytes | None = None, limits: Limits = Limits()) -> Document:
     """Parse a file (or its already-read bytes) into a Document."""
     path = Path(path)
     if data is None:
@@ -64,10 +79,14 @@ def read(path: str | Path, data: bytes | None = None) -> Document:
         ".md": _read_markdown, ".markdown": _read_markdown, ".rst": _read_rst,
         ".csv": _read_csv, ".tsv": _read_csv, ".json": _read_json, ".jsonl": _read_jsonl,
         ".ndjson": _read_jsonl,
-    }.get(suffix, lambda d: [Section(decode(d))])
-    sections = [s for s in reader(data) if s.text.strip()]
+    }.get(suffix, lambda d, _: [Section(decode(d))])
+    try:
+        sections = [s for s in reader(data, limits) if s.text.strip()]
+    except RecursionError:
+        raise UnreadableFile("nested too deeply to read") from None
     if not sections:
         raise UnreadableFile("no text found")
+    limits.check_text(sum(len(s.text) for s in sections))
     return Document(str(path), sections)
 
 
@@ -76,8 +95,16 @@ def read(path: str | Path, data: bytes | None = None) -> Document:
 def decode(data: bytes) -> str:
     """Bytes to str: UTF-8 (with or without BOM), else the encoding charset-normalizer detects.
     Binary data is refused rather than turned into mojibake."""
-    if b"\x00" in data[:8192] and not (data.startswith((b"\xff\xfe", b"\xfe\xff"))):
-        raise UnreadableFile("binary content, not text")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        data = data.decode("utf-16").encode()
+    elif b"\x00" in data[:8192]:
+        encoding = _utf16_without_bom(data[:8192])
+        if encoding is None:
+            raise UnreadableFile("binary content, not text")
+        try:
+            data = data.decode(encoding).encode()
+        except UnicodeDecodeError:
+            raise UnreadableFile("binary content, not text") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -93,9 +120,20 @@ def decode(data: bytes) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _utf16_without_bom(head: bytes) -> str | None:
+    """'utf-16-le'/'utf-16-be' when every other byte is zero, as in UTF-16 text of Latin
+    script (CJK UTF-16 without a BOM has no such tell and is left to the binary check)."""
+    even, odd = head[0::2], head[1::2]
+    if len(head) >= 4 and odd.count(0) >= 0.9 * len(odd) and even.count(0) < 0.1 * len(even):
+        return "utf-16-le"
+    if len(head) >= 4 and even.count(0) >= 0.9 * len(even) and odd.count(0) < 0.1 * len(odd):
+        return "utf-16-be"
+    return None
+
+
 # --- formats -------------------------------------------------------------------------
 
-def _read_pdf(data: bytes) -> list[Section]:
+def _read_pdf(data: bytes, limits: Limits) -> list[Section]:
     import logging
 
     from pypdf import PdfReader
@@ -129,40 +167,95 @@ def _clean_pdf_text(text: str) -> str:
     return text.strip()
 
 
-def _read_docx(data: bytes) -> list[Section]:
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+
+
+def _read_docx(data: bytes, limits: Limits) -> list[Section]:
+    """Body paragraphs (with Heading/Title styles as the heading path), then tables, streamed
+    from word/document.xml with lxml: python-docx needed minutes and gigabytes for a part of
+    a million paragraphs, and a zip bomb is made of exactly that."""
     import zipfile
 
-    import docx
+    from lxml import etree
 
     try:
-        document = docx.Document(io.BytesIO(data))
-    except (zipfile.BadZipFile, KeyError, ValueError) as e:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for member in archive.infolist():  # zipfile never inflates past the declared size
+                if member.file_size > limits.max_inflated_mb * 2**20:
+                    raise UnreadableFile(f"archive member {member.filename} inflates to "
+                                         f"{member.file_size / 2**20:.0f} MB, over the "
+                                         f"{limits.max_inflated_mb:g} MB limit (max_inflated_mb)")
+            styles = _docx_styles(archive)
+            with archive.open("word/document.xml") as xml:
+                return _docx_sections(etree.iterparse(
+                    xml, events=("end",), tag=(_W + "p", _W + "tbl"), resolve_entities=False,
+                    no_network=True, remove_comments=True), styles, limits)
+    except (zipfile.BadZipFile, KeyError, ValueError, etree.XMLSyntaxError, EOFError) as e:
         raise UnreadableFile(f"corrupt .docx ({type(e).__name__})") from e
-    sections, path, lines = [], [], []
+
+
+def _docx_styles(archive) -> dict[str, str]:
+    """Style id -> style name ('Heading1' -> 'heading 1')."""
+    from lxml import etree
+
+    try:
+        root = etree.fromstring(archive.read("word/styles.xml"), etree.XMLParser(resolve_entities=False,
+                                                                                no_network=True))
+    except (KeyError, etree.XMLSyntaxError):
+        return {}
+    names = {}
+    for style in root.iter(_W + "style"):
+        name = style.find(_W + "name")
+        if name is not None:
+            names[style.get(_W + "styleId")] = name.get(_W + "val") or ""
+    return names
+
+
+def _docx_text(paragraph) -> str:
+    parts = []
+    for node in paragraph.iter(_W + "t", _W + "tab", _W + "br", _W + "cr"):
+        parts.append(node.text or "" if node.tag == _W + "t" else "\t" if node.tag == _W + "tab" else "\n")
+    return "".join(parts)
+
+
+def _docx_sections(events, styles: dict[str, str], limits: Limits) -> list[Section]:
+    sections, path, lines, tables, size = [], [], [], [], 0
 
     def flush():
         if lines:
             sections.append(Section("\n".join(lines), heading=" > ".join(path)))
             lines.clear()
 
-    for para in document.paragraphs:
-        style = (para.style.name if para.style is not None else "") or ""
-        match = re.match(r"(?:Heading|Title)\s*(\d*)", style)
-        if match and para.text.strip():
-            flush()
-            level = int(match.group(1) or 1) if style.startswith("Heading") else 1
-            del path[level - 1:]
-            path.append(para.text.strip())
-        elif para.text.strip():
-            lines.append(para.text)
+    for _, element in events:
+        parent = element.getparent()
+        if parent is None or parent.tag != _W + "body":
+            continue  # a paragraph inside a table: read with its table
+        if element.tag == _W + "tbl":
+            rows = [" | ".join("\n".join(_docx_text(p) for p in cell.iter(_W + "p")).strip()
+                               for cell in row.iter(_W + "tc")) for row in element.iter(_W + "tr")]
+            tables.append(("\n".join(rows), " > ".join(path)))
+        else:
+            text = _docx_text(element)
+            size += len(text)
+            style_id = element.find(f"{_W}pPr/{_W}pStyle")
+            style = styles.get(style_id.get(_W + "val"), "") if style_id is not None else ""
+            match = re.match(r"(?:heading|title)\s*(\d*)", style, re.I)
+            if match and text.strip():
+                flush()
+                level = int(match.group(1) or 1) if style.lower().startswith("heading") else 1
+                del path[level - 1:]
+                path.append(text.strip())
+            elif text.strip():
+                lines.append(text)
+        element.clear()  # what was read is dropped: memory stays flat whatever the part's size
+        while element.getprevious() is not None:
+            del parent[0]
+        limits.check_text(size)
     flush()
-    for table in document.tables:
-        rows = [" | ".join(cell.text.strip() for cell in row.cells) for row in table.rows]
-        sections.append(Section("\n".join(rows), heading=" > ".join(path)))
-    return sections
+    return sections + [Section(text, heading=heading) for text, heading in tables]
 
 
-def _read_markdown(data: bytes) -> list[Section]:
+def _read_markdown(data: bytes, limits: Limits) -> list[Section]:
     """Split at ATX headings (outside code fences); each section keeps its heading path."""
     text = decode(data)
     sections, path, start, fence = [], [], 0, False
@@ -182,7 +275,7 @@ def _read_markdown(data: bytes) -> list[Section]:
     return sections
 
 
-def _read_rst(data: bytes) -> list[Section]:
+def _read_rst(data: bytes, limits: Limits) -> list[Section]:
     """Headings are a line underlined by punctuation; levels follow first-seen order."""
     text = decode(data)
     lines = text.splitlines(keepends=True)
@@ -212,7 +305,7 @@ _BLOCKS = {"p", "div", "li", "ul", "ol", "pre", "table", "tr", "td", "th", "bloc
            "h3", "h4", "h5", "h6"}
 
 
-def _read_html(data: bytes) -> list[Section]:
+def _read_html(data: bytes, limits: Limits) -> list[Section]:
     """Visible text only: scripts, styles and navigation boilerplate are dropped."""
     from bs4 import BeautifulSoup, NavigableString
     from bs4.element import Comment, Declaration, Doctype, ProcessingInstruction
@@ -258,13 +351,14 @@ def _read_html(data: bytes) -> list[Section]:
     return sections
 
 
-def _read_csv(data: bytes) -> list[Section]:
+def _read_csv(data: bytes, limits: Limits) -> list[Section]:
     """Each row becomes one line `column: value; ...` so a passage keeps its column names."""
     text = decode(data)
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel
+    csv.field_size_limit(int(limits.max_text_mb * 2**20))  # the default 128 KB refused real cells
     rows = list(csv.reader(io.StringIO(text), dialect))
     if not rows:
         return []
@@ -276,30 +370,45 @@ def _read_csv(data: bytes) -> list[Section]:
     return [Section("\n".join(line for line in lines if line))]
 
 
-def _flatten(value, prefix: str = "") -> list[str]:
+def _flatten(value, prefix: str = "", limit: int = 64, depth: int = 0) -> list[str]:
+    if depth > limit:
+        raise UnreadableFile(f"JSON nested more than {limit} levels deep (max_json_depth)")
     if isinstance(value, dict):
-        return [line for k, v in value.items() for line in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+        return [line for k, v in value.items()
+                for line in _flatten(v, f"{prefix}.{k}" if prefix else str(k), limit, depth + 1)]
     if isinstance(value, list):
-        return [line for i, v in enumerate(value) for line in _flatten(v, f"{prefix}[{i}]")]
+        return [line for i, v in enumerate(value) for line in _flatten(v, f"{prefix}[{i}]", limit, depth + 1)]
     return [f"{prefix}: {value}" if prefix else str(value)]
 
 
-def _read_json(data: bytes) -> list[Section]:
+def _load_json(text: str, limits: Limits, where: str = ""):
+    """Parse and flatten; nesting is bounded twice: by the parser (RecursionError past about
+    a thousand levels) and by `max_json_depth` while flattening."""
     try:
-        value = json.loads(decode(data))
+        value = json.loads(text)
+    except RecursionError:
+        raise UnreadableFile(f"JSON nested too deeply{where} (max_json_depth is {limits.max_json_depth})") from None
+    return value
+
+
+def _read_json(data: bytes, limits: Limits) -> list[Section]:
+    try:
+        value = _load_json(decode(data), limits)
     except json.JSONDecodeError as e:
         raise UnreadableFile(f"invalid JSON (line {e.lineno}: {e.msg})") from e
     if isinstance(value, list):
-        return [Section("\n".join(_flatten(item)), heading=f"[{i}]") for i, item in enumerate(value)]
-    return [Section("\n".join(_flatten(value)))]
+        return [Section("\n".join(_flatten(item, limit=limits.max_json_depth)), heading=f"[{i}]")
+                for i, item in enumerate(value)]
+    return [Section("\n".join(_flatten(value, limit=limits.max_json_depth)))]
 
 
-def _read_jsonl(data: bytes) -> list[Section]:
+def _read_jsonl(data: bytes, limits: Limits) -> list[Section]:
     records = []
     for n, line in enumerate(decode(data).splitlines(), 1):
         if line.strip():
             try:
-                records.append("\n".join(_flatten(json.loads(line))))
+                value = _load_json(line, limits, f" on line {n}")
+                records.append("\n".join(_flatten(value, limit=limits.max_json_depth)))
             except json.JSONDecodeError as e:
                 raise UnreadableFile(f"invalid JSON Lines (line {n}: {e.msg})") from e
     return [Section("\n\n".join(records))]

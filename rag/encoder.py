@@ -51,6 +51,7 @@ class Encoder:
         self.runtime = runtime
         self._model = None
         self._tokenizer = None
+        self.prompts = _prompts(Path(self.path))  # e.g. e5's "query: " / "passage: "
 
     def _pick_runtime(self, device: str) -> str:
         if self.runtime != "auto":
@@ -105,6 +106,8 @@ class Encoder:
         """Passage vectors (batched)."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
+        if self.prompts.get("passage"):
+            texts = [self.prompts["passage"] + t for t in texts]
         vectors = self.model.encode(
             texts, batch_size=self.batch_size, convert_to_numpy=True,
             normalize_embeddings=True, show_progress_bar=progress,
@@ -114,9 +117,19 @@ class Encoder:
     def encode_query(self, text: str) -> np.ndarray:
         """One question's vector, always at full precision."""
         model = self.model
+        text = self.prompts.get("query", "") + text
         if isinstance(model, OnnxEncoder):
             return model.encode([text], query=True)[0]
-        return self.encode([text])[0]
+        vector = model.encode([text], convert_to_numpy=True, normalize_embeddings=True)[0]
+        return np.ascontiguousarray(vector, dtype=np.float32)
+
+
+def _prompts(root: Path) -> dict:
+    """The prompts a sentence-transformers model was trained with (config_sentence_transformers.json)."""
+    try:
+        return json.loads((root / "config_sentence_transformers.json").read_text()).get("prompts") or {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _load_torch(path: str, device: str):
@@ -177,6 +190,9 @@ class OnnxEncoder:
         self.session = (ort.InferenceSession(str(_quantize(path)), options, providers=["CPUExecutionProvider"])
                         if int8 else self.query_session)
         self.inputs = [i.name for i in self.session.get_inputs()]
+        # a fast tokenizer called with padding/truncation options is not safe from two threads
+        # at once ("Already borrowed"); sessions are
+        self._tokenizer_lock = threading.Lock()
         self.dimension = self.session.get_outputs()[0].shape[-1]
 
     def get_embedding_dimension(self) -> int:
@@ -233,9 +249,10 @@ class OnnxEncoder:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                   max_length=self.max_seq_length, return_tensors="np",
-                                   return_token_type_ids=True)
+            with self._tokenizer_lock:
+                batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                       max_length=self.max_seq_length, return_tensors="np",
+                                       return_token_type_ids=True)
             feed = {n: batch[n].astype(np.int64) for n in self.inputs}
             out[idx] = session.run(None, feed)[0]
         return out
@@ -247,7 +264,12 @@ def _quantize(path: Path) -> Path:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         tmp = path.with_name(f"model-int8.{os.getpid()}.onnx")
-        logging.getLogger("root").setLevel(logging.ERROR)  # its "consider pre-processing" hint
-        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its "consider pre-processing" hint goes to the root logger
+        try:
+            quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
         os.replace(tmp, target)
     return target

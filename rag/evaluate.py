@@ -1,6 +1,7 @@
-"""Evaluation on labelled QA data: SQuAD-format JSON (v1.1, v2.0, COVID-QA) or JSONL of
-{"question", "answers", "source"}. Retrieval metrics (recall@k, MRR@10, nDCG@10) and,
-with a generator, answer metrics (exact match, token F1 with the official SQuAD normalisation)."""
+"""Evaluation on labelled QA data: SQuAD-format JSON (v1.1, v2.0, COVID-QA, CMRC 2018) or
+JSONL of {"question", "answers", "source"}. Retrieval metrics (recall@k, MRR@10, nDCG@10) and,
+with a generator, answer metrics: exact match and F1 over words with the official SQuAD
+normalisation, and over characters for Chinese answers, as the CMRC 2018 scorer does."""
 
 from __future__ import annotations
 
@@ -129,13 +130,35 @@ def normalize_answer(s: str) -> str:
     return " ".join(s.split())
 
 
+def answer_units(text: str, chinese: bool) -> list[str]:
+    """What F1 counts: SQuAD's normalised words, or for a Chinese gold answer its characters
+    (each CJK character, each English word or number, punctuation dropped)."""
+    from .text import characters
+
+    return characters(text) if chinese else normalize_answer(text).split()
+
+
 def exact_match(prediction: str, truths: list[str]) -> float:
-    return float(any(normalize_answer(prediction) == normalize_answer(t) for t in truths))
+    from .text import has_cjk
+
+    return float(any(answer_units(prediction, _chinese(prediction, t)) == answer_units(t, _chinese(prediction, t))
+                     for t in truths))
+
+
+def _chinese(prediction: str, truth: str) -> bool:
+    """Score by characters when either side is Chinese (CMRC's rule: its answers include
+    English names, which a Chinese prediction wraps in characters without spaces)."""
+    from .text import has_cjk
+
+    return has_cjk(truth) or has_cjk(prediction)
 
 
 def f1_score(prediction: str, truths: list[str]) -> float:
+    from .text import has_cjk
+
     def f1(pred, truth):
-        p, t = normalize_answer(pred).split(), normalize_answer(truth).split()
+        chinese = _chinese(pred, truth)
+        p, t = answer_units(pred, chinese), answer_units(truth, chinese)
         common = Counter(p) & Counter(t)
         same = sum(common.values())
         if same == 0:
@@ -147,8 +170,14 @@ def f1_score(prediction: str, truths: list[str]) -> float:
 
 
 def contains_answer(prediction: str, truths: list[str]) -> float:
-    norm = normalize_answer(prediction)
-    return float(any(normalize_answer(t) and normalize_answer(t) in norm for t in truths))
+    from .text import has_cjk
+
+    def joined(text, chinese):
+        return " ".join(answer_units(text, chinese))
+
+    return float(any(joined(t, _chinese(prediction, t)) and
+                     joined(t, _chinese(prediction, t)) in joined(prediction, _chinese(prediction, t))
+                     for t in truths))
 
 
 def answer_metrics(ask, questions: list[Question], progress: bool = False) -> dict:

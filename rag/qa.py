@@ -10,10 +10,11 @@ from pathlib import Path
 from .answer import EMPTY_INDEX, NOT_FOUND, Answer, Source, Timer, stream_answer
 from .encoder import Encoder
 from .errors import IndexError_, RagError
-from .ingest import IngestReport, Ingestor
+from .ingest import IngestReport, Ingestor, absolute
 from .retrieve import Hit, Retriever
 from .settings import Settings
-from .store import STOPWORDS, Store, is_index_dir
+from .store import Store, is_index_dir
+from .text import STOPWORDS_EN as STOPWORDS
 
 
 def resolve_index(name_or_path: str | Path) -> Path:
@@ -41,7 +42,9 @@ class RAG:
 
     def _adopt_manifest(self, explicit: set[str]) -> None:
         """An index keeps the encoder and chunking it was built with; asking for another is an error."""
-        manifest = self.store.manifest
+        from .store import read_manifest
+
+        manifest = read_manifest(self.root)  # not the database: a damaged one can still be rebuilt
         for key in ("encoder", "chunk_size", "chunk_overlap"):
             if key in manifest and getattr(self.settings, key) != manifest[key]:
                 if key in explicit:
@@ -60,18 +63,36 @@ class RAG:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
+            from .models import ENGLISH
+
             s = self.settings
-            self._encoder = Encoder(s.encoder, s.device, s.encode_batch_size, s.encoder_runtime)
+            name = ENGLISH if s.encoder == "auto" else s.encoder  # "auto" is decided at the first ingest
+            self._encoder = Encoder(name, s.device, s.encode_batch_size, s.encoder_runtime)
         return self._encoder
 
     @property
     def generator(self):
+        """The process-wide decoder for this RAG's settings (shared with every other RAG)."""
         if self._generator is None:
-            from .generate import Generator
+            from .generate import load_decoder
 
             s = self.settings
-            self._generator = Generator(s.generator, s.backend, s.device, s.context_window)
+            self._generator = load_decoder(s.generator, s.backend, s.device, s.context_window,
+                                           s.openai_base_url, s.request_timeout)
         return self._generator
+
+    def warm_up(self) -> dict:
+        """Load the encoder and the decoder now, not at the first question; returns seconds each."""
+        import time
+
+        took = {}
+        start = time.perf_counter()
+        self.encoder.model
+        took["encoder_s"] = round(time.perf_counter() - start, 2)
+        start = time.perf_counter()
+        self.generator.warm_up()
+        took["decoder_s"] = round(time.perf_counter() - start, 2)
+        return took
 
     @property
     def retriever(self) -> Retriever:
@@ -86,8 +107,17 @@ class RAG:
         missing = [str(p) for p in paths if not Path(p).expanduser().exists()]
         if missing:
             raise RagError(f"no such file or folder: {', '.join(missing)}")
+        if self.root.exists() and not self.root.is_dir():
+            raise RagError(f"--index {self.root} is a file, not an index folder; name another path")
         with self._lock:
             if not is_index_dir(self.root):
+                if self.settings.encoder == "auto":
+                    from .ingest import limits, sample_text
+                    from .models import choose_encoder
+
+                    sample = sample_text(paths, limits(self.settings))
+                    self.settings = self.settings.replace(encoder=choose_encoder(sample))
+                    self._encoder = None
                 encoder = self.encoder
                 if self.settings.chunk_size > encoder.max_tokens:
                     raise RagError(f"chunk_size {self.settings.chunk_size} exceeds the encoder's "
@@ -101,11 +131,11 @@ class RAG:
     def search(self, query: str, k: int | None = None, mode: str | None = None,
                diverse: bool = False) -> list[Hit]:
         """The k best passages for `query` (`diverse`: without near-copies of each other)."""
-        return self.retriever.search(query, k or self.settings.k, mode or self.settings.mode, diverse)
+        return self.retriever.search(query, _positive_k(k, self.settings.k), mode or self.settings.mode, diverse)
 
     def remove(self, path: str | Path, wait: float = 0.0) -> int:
         """Remove documents at `path` (a file, or everything under a folder); returns how many."""
-        target = str(Path(path).expanduser().resolve())
+        target = str(absolute(path))
         removed = 0
         with self.store.writer(wait=wait, ann_threshold=self.settings.ann_threshold) as w:
             for key in w.documents():
@@ -115,6 +145,34 @@ class RAG:
             w.commit()
         return removed
 
+    def rebuild(self, progress: bool = False) -> IngestReport:
+        """Re-ingest every document an index lists into a fresh index, then swap it in; the old
+        one is kept beside it as `<name>.damaged-<time>` until you delete it."""
+        import shutil
+        import sqlite3
+        import time
+
+        from .store import DB_NAME
+
+        try:
+            with sqlite3.connect(f"file:{self.root / DB_NAME}?mode=ro", uri=True) as conn:
+                paths = [r[0] for r in conn.execute("SELECT path FROM documents")]
+        except sqlite3.DatabaseError as e:
+            raise IndexError_(f"cannot read the document list of {self.root} ({e}); ingest your folders "
+                              f"again into a new index: rag ingest PATH --index NEW") from None
+        fresh = self.root.with_name(self.root.name + ".rebuild")
+        shutil.rmtree(fresh, ignore_errors=True)
+        existing = [p for p in paths if Path(p).exists()]
+        report = RAG(fresh, settings=self.settings).ingest(existing, prune=False, progress=progress)
+        uploads = self.root / "uploads"
+        if uploads.is_dir():
+            shutil.move(str(uploads), str(fresh / "uploads"))
+        self.root.rename(self.root.with_name(f"{self.root.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"))
+        fresh.rename(self.root)
+        self._store = None
+        report.failed += [{"path": p, "reason": "no longer exists"} for p in paths if p not in existing]
+        return report
+
     def info(self) -> dict:
         return self.store.stats()
 
@@ -122,6 +180,12 @@ class RAG:
         return self.store.documents()
 
     # --- answering ---------------------------------------------------------------------
+
+    @property
+    def min_score(self) -> float:
+        from .models import min_score
+
+        return self.settings.min_score if self.settings.min_score is not None else min_score(self.settings.encoder)
 
     def _abstain(self) -> bool:
         from .models import ABSTAINS_WELL
@@ -142,7 +206,7 @@ class RAG:
                mode: str | None = None, max_tokens: int | None = None):
         """Yield the answer text piece by piece, then the complete `Answer`."""
         timer = Timer()
-        k = k or self.settings.k
+        k = _positive_k(k, self.settings.k)
         asked, query = rewrite_follow_up(question, history)
         if not is_index_dir(self.root) or self.store.is_empty():
             timer.mark("retrieve_ms")
@@ -152,17 +216,17 @@ class RAG:
         hits = self.search(query, k=k, mode=mode, diverse=self.settings.diverse)
         timer.mark("retrieve_ms")
         top = hits[0].dense if hits else None
-        if not hits or (top is not None and top < self.settings.min_score):
+        if not hits or (top is not None and top < self.min_score):
             sources = [Source(i, h.source, h.page, h.heading, h.score, h.text, chunk_id=h.chunk_id)
                        for i, h in enumerate(hits, 1)]
             yield NOT_FOUND
             yield Answer(question, NOT_FOUND, sources, found=False, timings=_final(timer))
             return
-        with self._lock:  # one decoder, one question at a time
-            yield from stream_answer(asked, hits, self.generator,
-                                     max_tokens or self.settings.max_tokens, self.settings.copy, timer,
-                                     prompt_k=self.settings.answer_k, asked=question,
-                                     abstain=self._abstain())
+        # the decoder queues concurrent questions on its own lock (one per loaded model)
+        yield from stream_answer(asked, hits, self.generator,
+                                 max_tokens or self.settings.max_tokens, self.settings.copy, timer,
+                                 prompt_k=self.settings.answer_k, asked=question,
+                                 abstain=self._abstain())
 
 
 PRONOUNS = {"it": "", "its": "'s", "they": "", "them": "", "their": "'s", "he": "", "him": "",
@@ -195,6 +259,13 @@ def rewrite_follow_up(question: str, history: list | None) -> tuple[str, str]:
         if n:
             return rewritten, rewritten
     return question, f"{previous[-1]} {question}"
+
+
+def _positive_k(k: int | None, default: int) -> int:
+    k = default if k is None else k
+    if not isinstance(k, int) or k < 1:
+        raise RagError(f"k must be a whole number of passages, at least 1 (got {k!r})")
+    return k
 
 
 def _role(turn) -> str:

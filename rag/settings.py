@@ -16,7 +16,9 @@ from pathlib import Path
 @dataclass
 class Settings:
     # Models
-    encoder: str = "all-MiniLM-L6-v2"
+    # auto: chosen per index from its first documents: all-MiniLM-L6-v2 for English (faster and
+    # better on English), multilingual-e5-small for Chinese and other languages (README table)
+    encoder: str = "auto"
     generator: str = "gemma3-270m"  # measured best and fastest of the bundled decoders (README)
     device: str = "auto"  # auto | cpu | cuda
     encoder_runtime: str = "auto"  # auto (int8 ONNX Runtime on CPU, PyTorch on GPU) | onnx-int8 | onnx | torch
@@ -25,6 +27,11 @@ class Settings:
     chunk_overlap: int = 16
     # Ingest
     max_file_mb: float = 50.0
+    max_inflated_mb: float = 256.0  # an archive member (.docx part) may inflate to this
+    max_text_mb: float = 64.0  # text extracted from one file
+    max_chunk_chars: int = 2000  # also when the text has no word boundaries
+    max_json_depth: int = 64
+    follow_links: bool = False  # follow symlinks out of an ingested folder
     encode_batch_size: int = 64
     commit_every_chunks: int = 4096  # a crash loses at most this much finished work
     # Index type: exact search up to this many chunks, then IVF with nprobe calibrated for
@@ -34,12 +41,14 @@ class Settings:
     k: int = 4
     mode: str = "hybrid"  # dense | keyword | hybrid
     # Answering
-    backend: str = "auto"  # auto | llama.cpp | transformers
+    backend: str = "auto"  # auto | llama.cpp | transformers | openai (or generator "openai:MODEL")
+    openai_base_url: str = "http://127.0.0.1:8000/v1"  # an OpenAI-compatible server (llama.cpp, vLLM, Ollama: :11434/v1)
+    request_timeout: float = 60.0  # seconds to wait for a server's reply
     max_tokens: int = 48
     context_window: int = 2048
     temperature: float = 0.0
     copy: bool = True  # span-constrained decoding: the answer is copied from the passages
-    min_score: float = 0.20  # top passage cosine below this -> "not found" (calibrated, see README)
+    min_score: float | None = None  # top passage cosine below this -> "not found"; None: calibrated per encoder (models.MIN_SCORE)
     abstain: str = "auto"  # on | off | auto: a second example answers "unknown" (on for Gemma, measured)
     diverse: bool = True  # ask: sources are not near-copies of each other
     answer_k: int = 1  # passages in the decoder's prompt (measured best for the tiny default decoders)
@@ -64,5 +73,7 @@ class Settings:
         for name, value in values.items():
             if name in known:
                 kind = type(getattr(cls(), name))
+                if kind is type(None):  # optional numbers: given means a number
+                    kind = float
                 typed[name] = kind(value) if kind is not bool else str(value).lower() in ("1", "true", "yes")
         return cls(**typed).replace(**overrides)

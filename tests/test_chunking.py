@@ -44,3 +44,21 @@ def test_counting_ignores_the_tokenizers_own_truncation():
     splitter = Splitter(tok, 254, 16)
     assert splitter.count("word " * 600) == 600
     assert splitter.count("hello world") == 2
+
+
+def test_text_without_spaces_is_cut_on_characters():
+    """A line with no whitespace counts as one word piece; it must still become bounded chunks,
+    quickly (a 40 MB such line once became one 40-million-character chunk)."""
+    import time
+
+    splitter = Splitter(tokenizer(), 128, 16, max_chars=1000)
+    line = "x" * 3_000_000
+    page = "Intro sentence here.\n\n" + line + "\n\nOutro sentence."
+    start = time.perf_counter()
+    chunks = splitter.split(Document("x", [Section(page)]))
+    assert time.perf_counter() - start < 30
+    assert max(len(c.text) for c in chunks) <= 1000
+    assert sum(len(c.text) for c in chunks if set(c.text) == {"x"}) == len(line)
+    for c in chunks[:3] + chunks[-3:]:
+        assert page[c.start:c.end] == c.text
+    assert chunks[0].text == "Intro sentence here." and chunks[-1].text == "Outro sentence."

@@ -97,7 +97,17 @@ def test_upload_names_are_sanitised(tmp_path):
     same = module.store_upload(tmp_path, "notes.txt", b"one")
     other = module.store_upload(tmp_path, "notes.txt", b"two")
     assert first == same and other.name == "notes-1.txt" and first.read_bytes() == b"one"
-    assert module.plain("<b>x</b> **y**") == "&lt;b&gt;x&lt;/b&gt; \\*\\*y\\*\\*"
+    assert module.plain("<b>x</b> **y**") == "\\<b\\>x\\<\\/b\\> \\*\\*y\\*\\*"
+    assert module.plain("pelican's http://x.io") == "pelican\\'s http\\:\\/\\/x\\.io"
+    assert "\n\n" not in module.highlight("one\n\n![x](http://h/t.png)", "") and "<br>" in module.highlight("a\nb", "")
+
+
+HOSTILE = ("# Pelicans\n\nThe pelican's pouch holds three gallons of water.\n\n"
+           "![x](http://127.0.0.1:{port}/track.png)\n\n"
+           "Visit http://127.0.0.1:{port}/bare and [click me](javascript:alert(1)) or "
+           "<img src=\"http://127.0.0.1:{port}/img.png\" onerror=\"alert(2)\"> and **bold** and "
+           "<a href=\"http://127.0.0.1:{port}/a\">anchor</a>\n\n"
+           "<script>fetch('http://127.0.0.1:{port}/script')</script> The pouch is pink.\n")
 
 
 def free_port() -> int:
@@ -149,6 +159,137 @@ def test_browser_upload_ask_and_see_source(tmp_path):
             assert shot.stat().st_size > 10_000
             browser.close()
         assert (tmp_path / "idx" / "uploads" / "orchids.txt").is_file()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+class _Tracker:
+    """A real HTTP server on 127.0.0.1 that records every request it gets."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.requests = []
+        tracker = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                tracker.requests.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _start_ui(index, cwd):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "rag.cli", "ui", "--index", str(index), "--port", str(port)],
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=cwd,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    return server, url
+
+
+def _browser(p):
+    return p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
+def test_browser_never_interprets_document_text(tmp_path):
+    """A document that tries an image, a bare URL, a javascript: link, raw HTML and a script:
+    the page shows them as text, and no request goes to a URL taken from the document."""
+    from playwright.sync_api import expect, sync_playwright
+
+    tracker = _Tracker()
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "pelican.md").write_text(HOSTILE.format(port=tracker.port))
+    RAG(tmp_path / "idx").ingest([docs])
+    server, url = _start_ui(tmp_path / "idx", tmp_path)
+    seen = []
+    try:
+        with sync_playwright() as p:
+            browser = _browser(p)
+            page = browser.new_page()
+            page.on("request", lambda r: seen.append(r.url))
+            page.goto(url, timeout=60_000)
+            box = page.get_by_placeholder("Ask a question about your documents")
+            expect(box).to_be_visible(timeout=180_000)
+            box.fill("How much water does the pelican's pouch hold?")
+            box.press("Enter")
+            card = page.locator(".src-card").first
+            expect(card).to_contain_text("pelican.md", timeout=180_000)
+            page.wait_for_timeout(2000)
+            cards = " ".join(page.locator(".src-card").all_inner_texts())
+            for shown_as_text in ("![x](http://127.0.0.1", "[click me](javascript:alert(1))", "<script>",
+                                  "<img src=", "**bold**", "Visit http://127.0.0.1"):
+                assert shown_as_text in cards, (shown_as_text, cards)
+            assert page.locator(".src-card img").count() == 0
+            assert page.locator(".src-card a").count() == 0
+            assert page.locator("a[href^='javascript']").count() == 0
+            assert "pelican's" in page.locator("[data-testid='stChatMessage']").first.inner_text()
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        tracker.server.shutdown()
+    assert tracker.requests == []
+    assert not [u for u in seen if f":{tracker.port}" in u]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
+def test_two_browser_sessions_on_two_indexes_ask_at_once(tmp_path):
+    """Two people, two indexes, one server, questions at the same moment: both get their
+    answers and the server keeps serving. Also measures the first question against later ones."""
+    from playwright.sync_api import expect, sync_playwright
+
+    for name, text in (("a", "The Quillfeather Lighthouse was first lit in 1897 by keeper Tobias Renwick.\n"),
+                       ("b", "The vanilla orchid is pollinated by hand in Madagascar.\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.txt").write_text(text)
+        RAG(tmp_path / f"idx-{name}").ingest([tmp_path / name])
+    server, url = _start_ui(tmp_path / "idx-a", tmp_path)
+    questions = {"a": ("Who first lit the Quillfeather Lighthouse?", "Renwick"),
+                 "b": ("Where is the vanilla orchid pollinated by hand?", "Madagascar")}
+    try:
+        with sync_playwright() as p:
+            browser = _browser(p)
+            pages = {}
+            for name in "ab":
+                page = browser.new_context().new_page()
+                page.goto(url, timeout=60_000)
+                expect(page.get_by_text("models ready")).to_be_visible(timeout=240_000)
+                page.get_by_label("or an index path").fill(str(tmp_path / f"idx-{name}"))
+                page.get_by_label("or an index path").press("Enter")
+                expect(page.get_by_text("1 documents")).to_be_visible(timeout=240_000)
+                pages[name] = page
+            for round_ in range(2):
+                for name, page in pages.items():  # both asked before either answer arrives
+                    box = page.get_by_placeholder("Ask a question about your documents")
+                    box.fill(questions[name][0])
+                    box.press("Enter")
+                for name, page in pages.items():
+                    expect(page.locator(".src-card").nth(round_ * 1)).to_be_visible(timeout=240_000)
+                    expect(page.get_by_text(questions[name][1]).first).to_be_visible(timeout=240_000)
+            assert server.poll() is None  # still serving
+            browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -15,6 +15,7 @@ import streamlit as st
 
 from rag import RAG, RagError
 from rag.answer import Answer
+from rag.documents import supported
 from rag.qa import resolve_index
 from rag.store import is_index_dir
 
@@ -30,10 +31,16 @@ def cli_index() -> str:
     return os.environ.get("RAG_INDEX", "default")
 
 
-@st.cache_resource(show_spinner="Loading models ...")
+@st.cache_resource(show_spinner=False)
 def get_rag(index: str, generator: str) -> RAG:
-    """One RAG (and so one loaded encoder and decoder) per index and decoder per server process."""
+    """One RAG per index and decoder per server process (the models inside are shared by all)."""
     return RAG(index, generator=generator)
+
+
+@st.cache_resource(show_spinner="Loading the encoder and the decoder (once per server) ...")
+def warm_up(index: str, generator: str) -> dict:
+    """Load the models when the page opens, so the first question does not wait for them."""
+    return get_rag(index, generator).warm_up()
 
 
 def known_indexes(current: str) -> list[str]:
@@ -44,26 +51,36 @@ def known_indexes(current: str) -> list[str]:
 
 # --- safe rendering: document text is always text, never markup ---------------------------
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~$])")
+# Every ASCII punctuation character, each of which CommonMark lets a backslash make literal.
+_MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 
 def plain(text: str) -> str:
-    """Escape HTML and Markdown so a document's own markup shows as the characters it is."""
-    return _MD_SPECIAL.sub(r"\\\1", html.escape(text)).replace("\n", "  \n")
+    """Markdown source that shows `text` as the characters it is: every punctuation mark
+    escaped, so no emphasis, link, image, autolink (':' and '@' too) or HTML can form.
+    For st.markdown without unsafe_allow_html (which shows raw HTML as text itself)."""
+    return _MD_PUNCTUATION.sub(r"\\\1", text).replace("\n", "  \n")
+
+
+def escape(text: str) -> str:
+    """HTML for text inside one of our HTML blocks: entities for markup, and no line breaks,
+    because a blank line would end the HTML block and what follows would be read as Markdown."""
+    return html.escape(text).replace("\n", "<br>")
 
 
 def highlight(passage: str, evidence: str) -> str:
     """HTML for a passage with its supporting sentence marked; everything escaped."""
     if evidence and evidence in passage:
         before, _, after = passage.partition(evidence)
-        return f"{html.escape(before)}<mark>{html.escape(evidence)}</mark>{html.escape(after)}"
-    return html.escape(passage)
+        return f"{escape(before)}<mark>{escape(evidence)}</mark>{escape(after)}"
+    return escape(passage)
 
 
 def answer_html(answer: Answer, turn: int) -> str:
-    """The answer with each [n] a link to its source card."""
-    text = html.escape(answer.text)
-    return re.sub(r"\[(\d+)\]", lambda m: f'<a href="#src-{turn}-{m.group(1)}">[{m.group(1)}]</a>', text)
+    """The answer (one HTML block, escaped) with each [n] a link to its source card."""
+    text = escape(answer.text)
+    linked = re.sub(r"\[(\d+)\]", lambda m: f'<a href="#src-{turn}-{m.group(1)}">[{m.group(1)}]</a>', text)
+    return f"<div>{linked}</div>"
 
 
 def source_card(s, turn: int) -> str:
@@ -78,7 +95,7 @@ def source_card(s, turn: int) -> str:
     return (f'<div class="src-card" id="src-{turn}-{s.n}" style="border:1px solid #ddd;border-radius:8px;'
             f'padding:8px 12px;margin:6px 0"><div><b>[{s.n}] {where}</b>{badge} '
             f'<span style="color:#666">· {" · ".join(details)}</span></div>'
-            f'<div style="font-size:0.9em;white-space:pre-wrap">{highlight(s.text, s.evidence)}</div></div>')
+            f'<div style="font-size:0.9em">{highlight(s.text, s.evidence)}</div></div>')
 
 
 def show_answer(answer: Answer, turn: int) -> None:
@@ -134,6 +151,9 @@ def upload_panel(rag: RAG) -> None:
         for f in files:
             if f.size > limit * 2**20:
                 failed.append({"path": f.name, "reason": f"over the {limit:g} MB limit"})
+                continue
+            if not supported(Path(safe_name(f.name))):
+                failed.append({"path": f.name, "reason": f"unsupported file type {Path(f.name).suffix or f.name!r}"})
                 continue
             saved.append(store_upload(rag.root / "uploads", f.name, f.getvalue()))
         bar = st.progress(0.0, text="Ingesting ...")
@@ -198,6 +218,7 @@ def main() -> None:
             st.rerun()
         try:
             rag = get_rag(index, generator)
+            loaded = warm_up(index, generator)
             info = rag.info() if is_index_dir(rag.root) else None
         except RagError as e:
             st.error(str(e))
@@ -205,6 +226,7 @@ def main() -> None:
         if info:
             st.caption(f"{info['documents']} documents · {info['chunks']} chunks · {info['encoder']} · "
                        f"{info['size_bytes'] / 2**20:.1f} MB")
+        st.caption(f"models ready (encoder {loaded['encoder_s']:.1f} s, decoder {loaded['decoder_s']:.1f} s to load)")
 
     st.header("Ask your documents")
     with st.expander("Add documents", expanded=not info or info["chunks"] == 0):

