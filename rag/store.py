@@ -506,8 +506,9 @@ def _write_faiss(index, path: Path) -> str:
     return checksum
 
 
-# A database up to this size is checked with PRAGMA quick_check when opened (about 0.1 s at
-# 100k chunks, measured); a larger one relies on SQLite's own errors, reported the same way.
+# A database up to this size is checked with PRAGMA quick_check when opened (it reads every
+# page, so its cost grows with the file); a larger one relies on SQLite's own errors, which
+# are reported the same way.
 QUICK_CHECK_BYTES = 256 * 2**20
 
 

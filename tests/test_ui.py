@@ -120,19 +120,8 @@ def free_port() -> int:
 def test_browser_upload_ask_and_see_source(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "rag.cli", "ui", "--index", str(tmp_path / "idx"),
-                               "--port", str(port)], env=env, cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url = _start_ui(tmp_path / "idx", tmp_path)
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(url + "/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
         doc = tmp_path / "orchids.txt"
         doc.write_text("The vanilla orchid is pollinated by hand in Madagascar, which grows most of the "
                        "world's vanilla.\n")
