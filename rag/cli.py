@@ -266,7 +266,10 @@ def cmd_rebuild(args) -> int:
     report = _rag(args).rebuild(progress=not args.json)
     for f in report.failed:
         print(f"failed {f['path']}: {f['reason']}", file=sys.stderr)
-    _emit(args, report.to_dict()) if args.json else print(report.summary())
+    if args.json:
+        _emit(args, report.to_dict())
+    else:
+        print(report.summary())
     return 1 if report.failed else 0
 
 

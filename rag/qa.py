@@ -7,7 +7,7 @@ import re
 import threading
 from pathlib import Path
 
-from .answer import EMPTY_INDEX, NOT_FOUND, Answer, Source, Timer, stream_answer
+from .answer import EMPTY_INDEX, NOT_FOUND, Answer, Source, Timer, _timings, stream_answer
 from .encoder import Encoder
 from .errors import IndexError_, RagError
 from .ingest import IngestReport, Ingestor, absolute
@@ -277,6 +277,6 @@ def _content(turn) -> str:
 
 
 def _final(timer: Timer) -> dict:
+    """Timings of an answer that needed no decoder."""
     timer.mark("total_ms")
-    return {"retrieve_ms": timer.marks.get("retrieve_ms"), "first_token_ms": None,
-            "total_ms": timer.marks["total_ms"], "tokens": 0, "tokens_per_s": None}
+    return _timings(timer, 0)
