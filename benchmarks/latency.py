@@ -26,7 +26,8 @@ CACHE = ROOT / "benchmarks" / ".cache"
 from rag import RAG  # noqa: E402
 from rag.chunking import Chunk  # noqa: E402
 from rag.evaluate import load, sample  # noqa: E402
-from rag.store import Store, flat_contents  # noqa: E402
+from rag.store import Store  # noqa: E402
+from rag.vectors import flat_contents  # noqa: E402
 
 
 def squad_index() -> Path:
@@ -46,10 +47,9 @@ def build(target: Path, n: int) -> None:
     texts, vectors = [], []
     for path in sources:
         store = Store(path)
-        with store.snapshot() as conn:
-            index = store._vectors(conn)
-            vecs, ids = flat_contents(index)
-            rows = dict(conn.execute("SELECT id, text FROM chunks"))
+        with store.snapshot() as snap:
+            vecs, ids = flat_contents(snap.vectors)
+            rows = dict(snap.execute("SELECT id, text FROM chunks"))
         texts += [rows[int(i)] for i in ids]
         vectors.append(vecs)
     vectors = np.concatenate(vectors)
@@ -86,7 +86,7 @@ def main() -> None:
     squad = load(ROOT.parent / "shared" / "datasets" / "squad_dev" / "squad-dev-v1.1.json")
     questions = [q.question for q in sample(squad.questions, args.questions, 7)]
     rag.search("warm up")
-    print(f"index: {info['chunks']:,} chunks, {info['index_type']}, {info['size_bytes'] / 1e6:.0f} MB")
+    print(f"index: {info.chunks:,} chunks, {info.index_type}, {info.size_bytes / 1e6:.0f} MB")
     print("| retrieval (encode + search + fetch), k=4 | p50 ms | p95 ms |")
     print("|---|---|---|")
     for mode in ("dense", "keyword", "hybrid"):
@@ -102,12 +102,12 @@ def main() -> None:
     first, total, tokens = [], [], []
     for q in questions[: args.answers]:
         a = qa.ask(q)
-        if a.timings["first_token_ms"] is not None:
-            first.append(a.timings["first_token_ms"] / 1000)
-        total.append(a.timings["total_ms"] / 1000)
-        tokens.append(a.timings["tokens"])
+        if a.timings.first_token_ms is not None:
+            first.append(a.timings.first_token_ms / 1000)
+        total.append(a.timings.total_ms / 1000)
+        tokens.append(a.timings.tokens)
     print(f"\nanswers ({qa.settings.generator}, {qa.generator.backend}, k=4 retrieved, {qa.settings.answer_k} in "
-          f"the prompt, SQuAD index of {qa.info()['chunks']:,} chunks, {len(total)} questions)")
+          f"the prompt, SQuAD index of {qa.info().chunks:,} chunks, {len(total)} questions)")
     print("| | p50 ms | p95 ms |")
     print("|---|---|---|")
     print(f"| time to first token | {pct(first, 0.5):.0f} | {pct(first, 0.95):.0f} |")

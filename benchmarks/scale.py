@@ -33,14 +33,15 @@ def real_vectors() -> tuple[np.ndarray, np.ndarray]:
 
     from rag.encoder import Encoder
     from rag.evaluate import load, sample
-    from rag.store import Store, flat_contents
+    from rag.store import Store
+    from rag.vectors import flat_contents
 
     passages = []
     for index in sorted((ROOT / "benchmarks" / ".cache").glob("*/index")) + sorted(Path("indexes").glob("eval-*")):
         try:
             store = Store(index)
-            with store.snapshot() as conn:
-                vectors = store._vectors(conn)
+            with store.snapshot() as snap:
+                vectors = snap.vectors
             if isinstance(vectors, faiss.IndexIDMap2):
                 passages.append(flat_contents(vectors)[0])
         except Exception:
@@ -74,7 +75,7 @@ def main() -> None:
     import faiss
 
     from rag.settings import Settings
-    from rag.store import build_ivf
+    from rag.vectors import build_ivf
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,1000000")

@@ -30,18 +30,32 @@ EXAMPLE = ("[1] (example.txt)\nThe Amazon river flows through Brazil, Peru and C
 
 @dataclass
 class Source:
+    """A retrieved passage as numbered [n] under an answer."""
     n: int
-    source: str
-    page: int | None
-    heading: str
-    score: float
-    text: str
+    hit: Hit
+    text: str  # the passage as the decoder read it (the hit's text, or the part that fit)
     cited: bool = False
     evidence: str = ""  # the sentence of the passage that supports the answer
-    chunk_id: int = 0
+
+    source = property(lambda self: self.hit.source)
+    page = property(lambda self: self.hit.page)
+    heading = property(lambda self: self.hit.heading)
+    score = property(lambda self: self.hit.score)
+    chunk_id = property(lambda self: self.hit.chunk_id)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"n": self.n, "source": self.source, "page": self.page, "heading": self.heading,
+                "score": self.score, "text": self.text, "cited": self.cited, "evidence": self.evidence}
+
+
+@dataclass
+class Timings:
+    """Where an answer's time went (milliseconds from the question), and decode speed."""
+    retrieve_ms: float | None = None
+    first_token_ms: float | None = None
+    total_ms: float = 0.0
+    tokens: int = 0
+    tokens_per_s: float | None = None
 
 
 @dataclass
@@ -50,16 +64,15 @@ class Answer:
     text: str
     sources: list[Source] = field(default_factory=list)
     found: bool = True
-    timings: dict = field(default_factory=dict)
+    timings: Timings = field(default_factory=Timings)
 
     def to_dict(self) -> dict:
-        keys = ("n", "source", "page", "heading", "score", "text", "cited", "evidence")
         return {"question": self.question, "answer": self.text, "found": self.found,
-                "sources": [{k: getattr(s, k) for k in keys} for s in self.sources],
-                "timings": self.timings}
+                "sources": [s.to_dict() for s in self.sources], "timings": asdict(self.timings)}
 
 
-def label(hit: Hit) -> str:
+def label(hit) -> str:
+    """"file.pdf, page 3": how a passage is named to the decoder and to the person."""
     name = hit.source.rsplit("/", 1)[-1]
     return name + (f", page {hit.page}" if hit.page else "")
 
@@ -171,7 +184,7 @@ def attach_citations(answer: str, passages: list[tuple[Hit, str]]) -> tuple[str,
     bare = re.sub(r"\[\d+\]", "", text).strip().strip(".").strip()
     sources = []
     for i, (hit, passage) in enumerate(passages, 1):
-        sources.append(Source(i, hit.source, hit.page, hit.heading, hit.score, passage, chunk_id=hit.chunk_id))
+        sources.append(Source(i, hit, passage))
     if bare:
         verbatim = [s for s in sources if bare.lower() in s.text.lower()]
         if verbatim:
@@ -208,6 +221,8 @@ def _evidence(answer: str, passage: str) -> str:
 
 
 class Timer:
+    """Milliseconds from the question to each named step; `finish` makes the Timings."""
+
     def __init__(self):
         self.start = time.perf_counter()
         self.marks: dict[str, float] = {}
@@ -215,22 +230,36 @@ class Timer:
     def mark(self, name: str) -> None:
         self.marks[name] = round((time.perf_counter() - self.start) * 1000, 1)
 
+    def finish(self, tokens: int = 0) -> Timings:
+        self.mark("total_ms")
+        total, first = self.marks["total_ms"], self.marks.get("first_token_ms")
+        gen_s = (total - first) / 1000 if first is not None else 0.0
+        return Timings(self.marks.get("retrieve_ms"), first, total, tokens,
+                       round((tokens - 1) / gen_s, 1) if gen_s > 0 and tokens > 1 else None)
+
+
+# Tokens kept free after the prompt and the answer: a chat template's closing tokens.
+TEMPLATE_SLACK = 8
+
 
 def stream_answer(question: str, hits: list[Hit], decoder, max_tokens: int, copy: bool,
-                  timer: Timer, prompt_k: int = 1, asked: str | None = None,
+                  timer: Timer, prompt_k: int = 1, rewritten: str | None = None,
                   abstain: bool = False) -> Iterator[str | Answer]:
     """Prompt the decoder with the best `prompt_k` passages that fit, stream its text, end with
     the Answer. All hits become sources (the ones after the prompt's as further reading).
-    A decoder that cannot copy (a remote model) writes freely; its citations are checked alike."""
+    `question` is what the person asked; `rewritten`, its self-contained form (a follow-up with
+    its pronoun resolved), is what the decoder reads. A decoder that cannot copy (a remote
+    model) writes freely; its citations are checked alike."""
+    prompt_question = rewritten or question
     grounded = not decoder.copies
     copy = copy and decoder.copies
     # the "unknown" example made Gemma abstain on answerable Chinese questions (measured on
     # the Chinese article of tests/test_chinese.py): it stays for English and remote models
-    abstain = (abstain and not has_cjk(question)) or grounded
-    overhead = decoder.count(decoder.render(build_messages(question, [], abstain, grounded), prefix="Answer:"))
-    budget = decoder.n_ctx - max_tokens - overhead - 8  # 8: room for the template's closing tokens
+    abstain = (abstain and not has_cjk(prompt_question)) or grounded
+    overhead = decoder.count(decoder.render(build_messages(prompt_question, [], abstain, grounded), prefix="Answer:"))
+    budget = decoder.n_ctx - max_tokens - overhead - TEMPLATE_SLACK
     passages = fit_passages(hits[:prompt_k], decoder.count, budget)
-    messages = build_messages(question, passages, abstain, grounded)
+    messages = build_messages(prompt_question, passages, abstain, grounded)
     pieces, first = [], None
     stop = ["\nQuestion:"] if grounded else ["\n", "Question:"]
     kwargs = {}
@@ -239,7 +268,7 @@ def stream_answer(question: str, hits: list[Hit], decoder, max_tokens: int, copy
         stop += CLAUSE_ENDS
         # answers need no newlines; "unknown" is the one word allowed that is not in a passage
         sources = [" ".join(text.split()) for _, text in passages] + ([ABSTAIN] if abstain else [])
-        kwargs = {"copy_from": sources, "avoid_first": _avoid(question)}
+        kwargs = {"copy_from": sources, "avoid_first": _avoid(prompt_question)}
     shown = {h.chunk_id for h, _ in passages}
     everything = passages + [(h, h.text) for h in hits if h.chunk_id not in shown]
     try:
@@ -257,8 +286,7 @@ def stream_answer(question: str, hits: list[Hit], decoder, max_tokens: int, copy
         text = f"The decoder failed on this question ({type(e).__name__}: {str(e)[:200]}). The closest passages follow."
         yield text
         _, sources = attach_citations("", everything)
-        timer.mark("total_ms")
-        yield Answer(asked or question, text, sources, found=False, timings=_timings(timer, 0))
+        yield Answer(question, text, sources, found=False, timings=timer.finish())
         return
     raw = "".join(pieces).strip()
     if abstain and raw.strip(" .").lower() == ABSTAIN:
@@ -266,14 +294,5 @@ def stream_answer(question: str, hits: list[Hit], decoder, max_tokens: int, copy
     text, sources = attach_citations(raw, everything)
     if not raw:
         text = NOT_FOUND
-    timer.mark("total_ms")
     tokens = decoder.count(raw) - decoder.count("") if raw else 0
-    yield Answer(asked or question, text, sources, found=bool(raw), timings=_timings(timer, tokens))
-
-
-def _timings(timer: Timer, tokens: int) -> dict:
-    marks = timer.marks
-    gen_s = (marks["total_ms"] - marks.get("first_token_ms", marks["total_ms"])) / 1000
-    return {"retrieve_ms": marks.get("retrieve_ms"), "first_token_ms": marks.get("first_token_ms"),
-            "total_ms": marks["total_ms"], "tokens": tokens,
-            "tokens_per_s": round((tokens - 1) / gen_s, 1) if gen_s > 0 and tokens > 1 else None}
+    yield Answer(question, text, sources, found=bool(raw), timings=timer.finish(tokens))

@@ -9,8 +9,10 @@ import logging
 import os
 import sys
 import textwrap
+from dataclasses import asdict
 
 from .errors import RagError
+from .present import timings_line, where
 
 
 def _positive(text: str) -> int:
@@ -70,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Streams the answer as it is generated, then the numbered sources and timings.")
     p.add_argument("question")
     _common(p)
-    p.add_argument("-k", type=_positive, help="sources to retrieve and show (default: 4; the best of them "
-                                             "goes to the decoder)")
+    p.add_argument("-k", type=_positive, help="sources to retrieve and show (default: 4); the decoder "
+                                             "reads the best answer_k of them (default: 1)")
     p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], help="retrieval method")
     p.add_argument("--generator", help="decoder: gemma3-270m (default), smollm2, a GGUF file, a Hugging "
                                        "Face model directory, or openai:MODEL for an OpenAI-compatible server "
@@ -141,15 +143,19 @@ def _emit(args, value) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def _print_failed(report) -> None:
+    for f in report.failed:
+        print(f"failed {f.path}: {f.reason}", file=sys.stderr)
+
+
 def cmd_ingest(args) -> int:
     rag = _rag(args, encoder=args.encoder, chunk_size=args.chunk_size,
                chunk_overlap=args.chunk_overlap, max_file_mb=args.max_file_mb, follow_links=args.follow_links)
     report = rag.ingest(args.paths, prune=not args.no_prune, progress=not args.json, wait=args.wait)
-    for f in report.failed:
-        print(f"failed {f['path']}: {f['reason']}", file=sys.stderr)
+    _print_failed(report)
     shown = report.skipped_files if args.verbose else report.skipped_files[:20]
     for f in shown:
-        print(f"skipped {f['path']}: {f['reason']}", file=sys.stderr)
+        print(f"skipped {f.path}: {f.reason}", file=sys.stderr)
     if len(shown) < len(report.skipped_files):
         print(f"skipped {len(report.skipped_files) - len(shown)} more (-v or --json lists them all)", file=sys.stderr)
     if args.json:
@@ -168,8 +174,7 @@ def cmd_search(args) -> int:
     if not hits:
         print("no passages found")
     for h in hits:
-        where = h.source + (f", page {h.page}" if h.page else "") + (f" > {h.heading}" if h.heading else "")
-        print(f"[{h.rank}] {h.score:.3f}  {where}")
+        print(f"[{h.rank}] {h.score:.3f}  {where(h)}")
         print(textwrap.indent(textwrap.shorten(h.text, 400, placeholder=" ..."), "    "))
     return 0
 
@@ -194,18 +199,10 @@ def cmd_ask(args) -> int:
     if answer.sources:
         print("\nSources:" if answer.found else "\nClosest passages:")
     for s in answer.sources:
-        where = s.source + (f", page {s.page}" if s.page else "") + (f" > {s.heading}" if s.heading else "")
         mark = "*" if s.cited else " "
-        print(f"{mark}[{s.n}] {where}  (score {s.score:.3f})")
+        print(f"{mark}[{s.n}] {where(s)}  (score {s.score:.3f})")
         print(textwrap.indent(textwrap.shorten(s.evidence or s.text, 240, placeholder=" ..."), "     "))
-    t = answer.timings
-    parts = [f"retrieval {t['retrieve_ms']:.0f} ms"]
-    if t.get("first_token_ms") is not None:
-        parts.append(f"first token {t['first_token_ms']:.0f} ms")
-    parts.append(f"total {t['total_ms']:.0f} ms")
-    if t.get("tokens_per_s"):
-        parts.append(f"{t['tokens_per_s']:.0f} tokens/s")
-    print("\n" + ", ".join(parts), file=sys.stderr)
+    print("\n" + timings_line(answer.timings), file=sys.stderr)
     return 0
 
 
@@ -240,15 +237,15 @@ def cmd_ui(args) -> int:
 def cmd_info(args) -> int:
     info = _rag(args).info()
     if args.json:
-        _emit(args, info)
+        _emit(args, asdict(info))
         return 0
     for key in ("index", "documents", "chunks", "tokens", "encoder", "dimension", "index_type",
                 "chunk_size", "chunk_overlap", "created", "last_ingest"):
-        print(f"{key:14} {info[key]}")
-    print(f"{'size':14} {info['size_bytes'] / 2**20:.1f} MB")
-    print(f"{'failed':14} {len(info['failed'])}")
-    for f in info["failed"]:
-        print(f"  {f['path']}: {f['reason']}")
+        print(f"{key:14} {getattr(info, key)}")
+    print(f"{'size':14} {info.size_bytes / 2**20:.1f} MB")
+    print(f"{'failed':14} {len(info.failed)}")
+    for f in info.failed:
+        print(f"  {f.path}: {f.reason}")
     return 0
 
 
@@ -264,8 +261,7 @@ def cmd_remove(args) -> int:
 
 def cmd_rebuild(args) -> int:
     report = _rag(args).rebuild(progress=not args.json)
-    for f in report.failed:
-        print(f"failed {f['path']}: {f['reason']}", file=sys.stderr)
+    _print_failed(report)
     if args.json:
         _emit(args, report.to_dict())
     else:

@@ -8,8 +8,14 @@ class RagError(Exception):
     exit_code = 2
 
 
-class IndexError_(RagError):
-    """The index directory is missing, corrupt, or built with other settings."""
+class BadIndex(RagError):
+    """The index directory is missing, damaged, of another format, or built with other settings."""
+
+
+def damaged(root, what: str) -> str:
+    """The message for a damaged index: what is wrong and the command that repairs it."""
+    return (f"the index {root} is damaged: {what}. Rebuild it from your documents with "
+            f"`rag rebuild --index {root}` (or `rag ingest PATH --index NEW`)")
 
 
 class IndexLocked(RagError):

@@ -192,8 +192,8 @@ def answer_metrics(ask, questions: list[Question], progress: bool = False) -> di
     for q in tqdm(questions, desc="answers", disable=not progress, leave=False):
         answer = ask(q.question)
         if answer.timings.get("first_token_ms") is not None:
-            first.append(answer.timings["first_token_ms"] / 1000)
-        total.append(answer.timings["total_ms"] / 1000)
+            first.append(answer.timings.first_token_ms / 1000)
+        total.append(answer.timings.total_ms / 1000)
         if q.impossible:
             abstain_ok.append(not answer.found)
             continue

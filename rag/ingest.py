@@ -18,7 +18,7 @@ from .documents import Limits, read, supported
 from .encoder import Encoder
 from .errors import UnreadableFile
 from .settings import Settings
-from .store import Store, is_index_dir
+from .store import DocumentRow, FileProblem, Store, is_index_dir
 
 log = logging.getLogger(__name__)
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
@@ -31,8 +31,8 @@ class IngestReport:
     removed: int = 0
     unchanged: int = 0
     skipped: int = 0
-    failed: list[dict] = field(default_factory=list)
-    skipped_files: list[dict] = field(default_factory=list)  # {"path", "reason"}
+    failed: list[FileProblem] = field(default_factory=list)
+    skipped_files: list[FileProblem] = field(default_factory=list)
     chunks: int = 0
     tokens: int = 0
     seconds: float = 0.0
@@ -57,7 +57,7 @@ def absolute(path: str | Path) -> Path:
 @dataclass
 class Scan:
     files: list[Path] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: nothing vanishes silently
+    skipped: list[FileProblem] = field(default_factory=list)  # nothing vanishes silently
     roots: list[Path] = field(default_factory=list)  # folders walked (prune looks only under these)
 
 
@@ -70,13 +70,13 @@ def scan(paths: list[Path], index_root: Path, follow_links: bool = False) -> Sca
     index_root = index_root.resolve()
 
     def skip(path: Path, reason: str) -> None:
-        result.skipped.append({"path": str(path), "reason": reason})
+        result.skipped.append(FileProblem(str(path), reason))
 
     def admit(path: Path, root: Path | None) -> None:
         try:
             if path.is_symlink():
                 target = path.resolve(strict=True)
-                if root is not None and not follow_links and not _under(str(target), root):
+                if root is not None and not follow_links and not under(str(target), root):
                     return skip(path, f"link to {target}, outside the folder (--follow-links to include)")
             mode = path.stat().st_mode
         except RuntimeError:
@@ -116,7 +116,7 @@ def scan(paths: list[Path], index_root: Path, follow_links: bool = False) -> Sca
                     except (OSError, RuntimeError):
                         skip(sub, "broken link or symlink loop")
                         continue
-                    if not follow_links and not _under(str(target), root):
+                    if not follow_links and not under(str(target), root):
                         skip(sub, f"link to {target}, outside the folder (--follow-links to include)")
                         continue
                 kept.append(d)
@@ -152,6 +152,21 @@ def sample_text(paths, limits: Limits = Limits(), files: int = 20, chars: int = 
     return "\n".join(parts)
 
 
+# Files are read until their chunks fill this many encoder batches, then encoded together.
+BATCHES_PER_FLUSH = 4
+
+
+@dataclass
+class Pending:
+    """A file read and split, waiting for its chunks to be encoded and stored."""
+    path: str
+    sha256: str
+    mtime: float
+    size: int
+    is_new: bool
+    chunks: list | None  # None: its content is already indexed under another path
+
+
 class Ingestor:
     def __init__(self, store: Store, encoder: Encoder, settings: Settings):
         self.store, self.encoder, self.settings = store, encoder, settings
@@ -165,95 +180,98 @@ class Ingestor:
         started = time.perf_counter()
         report = IngestReport()
         found = scan([Path(p).expanduser() for p in paths], self.store.root, self.settings.follow_links)
-        files, roots = found.files, found.roots
         report.skipped_files, report.skipped = found.skipped, len(found.skipped)
-        max_bytes = int(self.settings.max_file_mb * 1024 * 1024)
         with self.store.writer(wait=wait, ann_threshold=self.settings.ann_threshold) as w:
             known = w.documents()
-            pending: list[tuple] = []  # (path, sha, mtime, size, is_new, chunks)
-            pending_chunks = 0
+            pending: list[Pending] = []
             since_commit = 0
-            bar = _progress(len(files), progress)
-            for done, path in enumerate(files, 1):
+            bar = _progress(len(found.files), progress)
+            for done, path in enumerate(found.files, 1):
                 bar.set_postfix_str(path.name[-30:], refresh=False)
-                key = str(path)
-                old = known.get(key)
                 try:
-                    st = path.stat()
-                    if old and old[3] == "ok" and old[4] is None and old[1] == st.st_mtime and old[2] == st.st_size:
-                        report.unchanged += 1
-                        continue
-                    if st.st_size > max_bytes:
-                        raise UnreadableFile(f"file is {st.st_size / 2**20:.1f} MB, over the "
-                                             f"{self.settings.max_file_mb:g} MB limit (max_file_mb)")
-                    data = _read_bytes(path)
-                    sha = hashlib.sha256(data).hexdigest()
-                    if old and old[0] == sha and old[3] == "ok":
-                        w.put_document(key, sha, st.st_mtime, st.st_size)
-                        report.unchanged += 1
-                        continue
-                    if w.has_content(sha) or any(p[1] == sha for p in pending):
-                        chunks = None  # identical content already embedded: link, don't embed
-                    else:
-                        chunks = self.splitter.split(read(path, data, self.limits))
-                        if not chunks:
-                            raise UnreadableFile("no text found")
-                except UnreadableFile as e:
-                    self._fail(w, report, key, str(e), old)
-                    continue
-                except Exception as e:  # a reader bug must not abort the batch either
-                    log.debug("reading %s failed", key, exc_info=True)
-                    self._fail(w, report, key, f"{type(e).__name__}: {e}", old)
-                    continue
+                    item = self._prepare(w, path, known.get(str(path)), pending, report)
                 finally:
                     bar.update(1)
                     if on_file is not None:
-                        on_file(done, len(files), key)
-                pending.append((key, sha, st.st_mtime, st.st_size, old is None or old[3] != "ok", chunks))
-                pending_chunks += len(chunks or ())
-                if pending_chunks >= self.settings.encode_batch_size * 4:
+                        on_file(done, len(found.files), str(path))
+                if item is None:
+                    continue
+                pending.append(item)
+                if sum(len(p.chunks or ()) for p in pending) >= self.settings.encode_batch_size * BATCHES_PER_FLUSH:
                     since_commit += self._flush(w, pending, report)
-                    pending, pending_chunks = [], 0
+                    pending = []
                     if since_commit >= self.settings.commit_every_chunks:
                         w.commit()
                         since_commit = 0
-            since_commit += self._flush(w, pending, report)
+            self._flush(w, pending, report)
             bar.close()
             if prune:
-                seen = {str(f) for f in files}
+                seen = {str(f) for f in found.files}
                 for key in known:
-                    if key not in seen and any(_under(key, r) for r in roots):
+                    if key not in seen and any(under(key, r) for r in found.roots):
                         w.drop_if_unused(w.delete_document(key))
                         report.removed += 1
             w.commit()
         report.seconds = round(time.perf_counter() - started, 3)
         return report
 
-    def _flush(self, w, pending: list[tuple], report: IngestReport) -> int:
+    def _prepare(self, w, path: Path, old: DocumentRow | None, pending: list[Pending],
+                 report: IngestReport) -> Pending | None:
+        """Read and split one file if it changed; None when there is nothing to encode for it
+        (unchanged, or failed: then the failure is recorded and the batch goes on)."""
+        key = str(path)
+        try:
+            st = path.stat()
+            if old and old.current and old.mtime == st.st_mtime and old.size == st.st_size:
+                report.unchanged += 1
+                return None
+            if st.st_size > self.settings.max_file_mb * 2**20:
+                raise UnreadableFile(f"file is {st.st_size / 2**20:.1f} MB, over the "
+                                     f"{self.settings.max_file_mb:g} MB limit (max_file_mb)")
+            data = _read_bytes(path)
+            sha = hashlib.sha256(data).hexdigest()
+            if old and old.sha256 == sha and old.status == "ok":
+                w.put_document(key, sha, st.st_mtime, st.st_size)  # touched, not changed
+                report.unchanged += 1
+                return None
+            if w.has_content(sha) or any(p.sha256 == sha for p in pending):
+                chunks = None  # identical content already embedded: link, don't embed
+            else:
+                chunks = self.splitter.split(read(path, data, self.limits))
+                if not chunks:
+                    raise UnreadableFile("no text found")
+        except Exception as e:  # a reader bug must not abort the batch either
+            if not isinstance(e, UnreadableFile):
+                log.debug("reading %s failed", key, exc_info=True)
+            self._fail(w, report, key, str(e) if isinstance(e, UnreadableFile) else f"{type(e).__name__}: {e}", old)
+            return None
+        return Pending(key, sha, st.st_mtime, st.st_size, old is None or old.status != "ok", chunks)
+
+    def _flush(self, w, pending: list[Pending], report: IngestReport) -> int:
         """Encode the pending files' chunks in one batch and store them, file by file."""
-        texts = [c.text for *_, chunks in pending if chunks for c in chunks]
-        vectors = self.encoder.encode(texts)
+        texts = [c.text for p in pending if p.chunks for c in p.chunks]
+        vecs = self.encoder.encode(texts)
         lengths = self.splitter.counts(texts)
         offset = 0
-        for key, sha, mtime, size, is_new, chunks in pending:
-            n = len(chunks or ())
-            if chunks is not None and not w.has_content(sha):
+        for p in pending:
+            n = len(p.chunks or ())
+            if p.chunks is not None and not w.has_content(p.sha256):
                 n_tokens = sum(lengths[offset:offset + n])
-                w.add_content(sha, chunks, vectors[offset:offset + n], n_tokens)
+                w.add_content(p.sha256, p.chunks, vecs[offset:offset + n], n_tokens)
                 report.chunks += n
                 report.tokens += n_tokens
             offset += n
-            w.drop_if_unused(w.put_document(key, sha, mtime, size))
-            if is_new:
+            w.drop_if_unused(w.put_document(p.path, p.sha256, p.mtime, p.size))
+            if p.is_new:
                 report.added += 1
             else:
                 report.updated += 1
         return len(texts)
 
     @staticmethod
-    def _fail(w, report: IngestReport, key: str, reason: str, old) -> None:
-        report.failed.append({"path": key, "reason": reason})
-        if old and old[3] == "ok" and old[0]:
+    def _fail(w, report: IngestReport, key: str, reason: str, old: DocumentRow | None) -> None:
+        report.failed.append(FileProblem(key, reason))
+        if old and old.status == "ok" and old.sha256:
             w.note_error(key, reason)  # the previous version stays searchable
         else:
             w.put_document(key, None, 0.0, 0, status="failed", error=reason)
@@ -266,8 +284,10 @@ def _read_bytes(path: Path) -> bytes:
         raise UnreadableFile(f"cannot read: {e.strerror or e}") from e
 
 
-def _under(path: str, root: Path) -> bool:
-    return path == str(root) or path.startswith(str(root) + os.sep)
+def under(path: str, root: str | Path) -> bool:
+    """`path` is `root` or inside it (by name, not by resolving links)."""
+    root = str(root).rstrip(os.sep) or os.sep
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _progress(total: int, enabled: bool):

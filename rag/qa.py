@@ -7,13 +7,13 @@ import re
 import threading
 from pathlib import Path
 
-from .answer import EMPTY_INDEX, NOT_FOUND, Answer, Source, Timer, _timings, stream_answer
+from .answer import EMPTY_INDEX, NOT_FOUND, Answer, Source, Timer, stream_answer
 from .encoder import Encoder
-from .errors import IndexError_, RagError
-from .ingest import IngestReport, Ingestor, absolute
+from .errors import BadIndex, RagError
+from .ingest import IngestReport, Ingestor, absolute, under
 from .retrieve import Hit, Retriever
 from .settings import Settings
-from .store import Store, is_index_dir
+from .store import DocumentInfo, FileProblem, IndexInfo, Store, is_index_dir
 from .text import STOPWORDS_EN as STOPWORDS
 
 
@@ -48,7 +48,7 @@ class RAG:
         for key in ("encoder", "chunk_size", "chunk_overlap"):
             if key in manifest and getattr(self.settings, key) != manifest[key]:
                 if key in explicit:
-                    raise IndexError_(f"index {self.root} was built with {key}={manifest[key]!r}, "
+                    raise BadIndex(f"index {self.root} was built with {key}={manifest[key]!r}, "
                                       f"not {getattr(self.settings, key)!r}; use another --index or re-ingest")
                 self.settings = self.settings.replace(**{key: manifest[key]})
 
@@ -56,7 +56,7 @@ class RAG:
     def store(self) -> Store:
         if self._store is None:
             if not is_index_dir(self.root):
-                raise IndexError_(f"no index at {self.root}: add documents with `rag ingest PATH --index {self.root}`")
+                raise BadIndex(f"no index at {self.root}: add documents with `rag ingest PATH --index {self.root}`")
             self._store = Store(self.root)
         return self._store
 
@@ -96,7 +96,7 @@ class RAG:
 
     @property
     def retriever(self) -> Retriever:
-        return Retriever(self.store, self.encoder)
+        return Retriever(self.store, self.encoder, self.settings)
 
     # --- API -----------------------------------------------------------------------------
 
@@ -139,7 +139,7 @@ class RAG:
         removed = 0
         with self.store.writer(wait=wait, ann_threshold=self.settings.ann_threshold) as w:
             for key in w.documents():
-                if key == target or key.startswith(target.rstrip("/") + "/"):
+                if under(key, target):
                     w.drop_if_unused(w.delete_document(key))
                     removed += 1
             w.commit()
@@ -158,7 +158,7 @@ class RAG:
             with sqlite3.connect(f"file:{self.root / DB_NAME}?mode=ro", uri=True) as conn:
                 paths = [r[0] for r in conn.execute("SELECT path FROM documents")]
         except sqlite3.DatabaseError as e:
-            raise IndexError_(f"cannot read the document list of {self.root} ({e}); ingest your folders "
+            raise BadIndex(f"cannot read the document list of {self.root} ({e}); ingest your folders "
                               f"again into a new index: rag ingest PATH --index NEW") from None
         fresh = self.root.with_name(self.root.name + ".rebuild")
         shutil.rmtree(fresh, ignore_errors=True)
@@ -170,13 +170,30 @@ class RAG:
         self.root.rename(self.root.with_name(f"{self.root.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"))
         fresh.rename(self.root)
         self._store = None
-        report.failed += [{"path": p, "reason": "no longer exists"} for p in paths if p not in existing]
+        report.failed += [FileProblem(p, "no longer exists") for p in paths if p not in existing]
         return report
 
-    def info(self) -> dict:
-        return self.store.stats()
+    def upload(self, files: list[tuple[str, bytes]], wait: float = 30.0, on_file=None) -> IngestReport:
+        """Keep files handed over by name and content (the web page's uploads) in the index's
+        uploads/ folder and ingest them; refused ones (too large, unsupported) are reported
+        as failed like any unreadable file."""
+        from . import uploads
 
-    def documents(self) -> list[dict]:
+        saved, refused = [], []
+        for name, data in files:
+            reason = uploads.refusal(name, len(data), self.settings.max_file_mb)
+            if reason:
+                refused.append(FileProblem(name, reason))
+            else:
+                saved.append(uploads.save(self.root / "uploads", name, data))
+        report = self.ingest(saved, prune=False, wait=wait, on_file=on_file) if saved else IngestReport()
+        report.failed = refused + report.failed
+        return report
+
+    def info(self) -> IndexInfo:
+        return self.store.info()
+
+    def documents(self) -> list[DocumentInfo]:
         return self.store.documents()
 
     # --- answering ---------------------------------------------------------------------
@@ -207,25 +224,24 @@ class RAG:
         """Yield the answer text piece by piece, then the complete `Answer`."""
         timer = Timer()
         k = _positive_k(k, self.settings.k)
-        asked, query = rewrite_follow_up(question, history)
+        rewritten, query = rewrite_follow_up(question, history)
         if not is_index_dir(self.root) or self.store.is_empty():
             timer.mark("retrieve_ms")
             yield EMPTY_INDEX
-            yield Answer(question, EMPTY_INDEX, [], found=False, timings=_final(timer))
+            yield Answer(question, EMPTY_INDEX, [], found=False, timings=timer.finish())
             return
         hits = self.search(query, k=k, mode=mode, diverse=self.settings.diverse)
         timer.mark("retrieve_ms")
         top = hits[0].dense if hits else None
         if not hits or (top is not None and top < self.min_score):
-            sources = [Source(i, h.source, h.page, h.heading, h.score, h.text, chunk_id=h.chunk_id)
-                       for i, h in enumerate(hits, 1)]
             yield NOT_FOUND
-            yield Answer(question, NOT_FOUND, sources, found=False, timings=_final(timer))
+            yield Answer(question, NOT_FOUND, [Source(i, h, h.text) for i, h in enumerate(hits, 1)],
+                         found=False, timings=timer.finish())
             return
         # the decoder queues concurrent questions on its own lock (one per loaded model)
-        yield from stream_answer(asked, hits, self.generator,
+        yield from stream_answer(question, hits, self.generator,
                                  max_tokens or self.settings.max_tokens, self.settings.copy, timer,
-                                 prompt_k=self.settings.answer_k, asked=question,
+                                 prompt_k=self.settings.answer_k, rewritten=rewritten,
                                  abstain=self._abstain())
 
 
@@ -275,8 +291,3 @@ def _role(turn) -> str:
 def _content(turn) -> str:
     return turn.get("content", "") if isinstance(turn, dict) else str(turn)
 
-
-def _final(timer: Timer) -> dict:
-    """Timings of an answer that needed no decoder."""
-    timer.mark("total_ms")
-    return _timings(timer, 0)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from .encoder import Encoder
-from .store import Store
+from .settings import Settings
+from .store import Snapshot, Store
 
 MODES = ("dense", "keyword", "hybrid")
 
@@ -25,26 +26,30 @@ class Hit:
     end: int = 0
     dense: float | None = None  # cosine similarity to the question, when known
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+# `diverse` drops near-copies from a list this many times longer than asked for
+# (boilerplate repeated across files: three copies of one passage were the worst seen).
+DIVERSE_POOL = 3
+NEAR_COPY = 0.8  # word Jaccard from which two passages count as one
+# The keyword list is this many times deeper than the dense one: a dense candidate outside
+# it has a BM25 score near zero anyway (scoring those rows exactly cost 20 ms at 100k).
+KEYWORD_DEPTH = 4
 
 
 class Retriever:
-    # Fusion weight of the dense score; tuned on SQuAD v1.1 (benchmarks/retrieval.py).
-    alpha = 0.5
-    candidates = 50
-
-    def __init__(self, store: Store, encoder: Encoder):
+    def __init__(self, store: Store, encoder: Encoder, settings: Settings | None = None):
         self.store, self.encoder = store, encoder
+        settings = settings or Settings()
+        self.fusion_weight, self.candidates = settings.fusion_weight, settings.candidates
 
     def search(self, query: str, k: int = 5, mode: str = "hybrid", diverse: bool = False) -> list[Hit]:
-        """The k best passages. `diverse`: skip near-copies (word Jaccard >= 0.8) of a passage
-        already chosen, so k passages say k different things (MMR's aim, without its tuning)."""
+        """The k best passages. `diverse`: skip near-copies of a passage already chosen, so
+        k passages say k different things (MMR's aim, without its tuning)."""
         if diverse:
             hits = []
-            for hit in self.search(query, 3 * k, mode):
+            for hit in self.search(query, DIVERSE_POOL * k, mode):
                 words = set(hit.text.lower().split())
-                if all(_jaccard(words, set(h.text.lower().split())) < 0.8 for h in hits):
+                if all(_jaccard(words, set(h.text.lower().split())) < NEAR_COPY for h in hits):
                     hit.rank = len(hits) + 1
                     hits.append(hit)
                 if len(hits) == k:
@@ -55,16 +60,16 @@ class Retriever:
         if not query.strip():
             return []
         vector = self.encoder.encode_query(query) if mode != "keyword" else None
-        with self.store.snapshot() as conn:
+        with self.store.snapshot() as snap:
             if mode == "dense":
-                ranked = self.store._dense(conn, vector, k)
+                ranked = snap.dense(vector, k)
                 dense = dict(ranked)
             elif mode == "keyword":
-                ranked = self.store._keyword(conn, query, k)
+                ranked = snap.keyword(query, k)
                 dense = {}
             else:
-                ranked, dense = self._hybrid(conn, query, vector, k)
-            rows = self.store.chunks([i for i, _ in ranked], conn)
+                ranked, dense = self._hybrid(snap, query, vector, k)
+            rows = snap.chunks([i for i, _ in ranked])
         hits = []
         for i, score in ranked:
             row = rows.get(i)
@@ -73,21 +78,22 @@ class Retriever:
                                 row.text, i, row.start, row.end, dense.get(i)))
         return hits
 
-    def _hybrid(self, conn, query: str, vector: np.ndarray, k: int):
-        """Convex combination of the dense cosine and the max-normalised BM25 score over the
-        union of both top-n lists, each candidate scored by both methods."""
+    def _hybrid(self, snap: Snapshot, query: str, vector: np.ndarray, k: int):
+        """The union of both top-n lists, each candidate scored by both methods, fused."""
         n = max(self.candidates, k)
-        dense = dict(self.store._dense(conn, vector, n))
-        # one keyword query, deeper than the dense list: a dense candidate outside its top
-        # 4n has a BM25 score near zero anyway (scoring those rows exactly cost 20 ms at 100k)
-        keyword = dict(self.store._keyword(conn, query, 4 * n))
+        dense = dict(snap.dense(vector, n))
+        keyword = dict(snap.keyword(query, KEYWORD_DEPTH * n))
         missing = [i for i in list(keyword)[:n] if i not in dense]
-        dense.update(self.store._cosines(conn, vector, missing))
-        top = max(keyword.values(), default=0.0) or 1.0
-        fused = {i: self.alpha * dense.get(i, 0.0) + (1 - self.alpha) * keyword.get(i, 0.0) / top
-                 for i in set(dense) | set(missing)}
-        ranked = sorted(fused.items(), key=lambda item: -item[1])[:k]
-        return ranked, dense
+        dense.update(snap.cosines(vector, missing))
+        fused = fuse(dense, keyword, set(dense) | set(missing), self.fusion_weight)
+        return sorted(fused.items(), key=lambda item: -item[1])[:k], dense
+
+
+def fuse(dense: dict[int, float], keyword: dict[int, float], ids, weight: float) -> dict[int, float]:
+    """Convex combination of the cosine and the BM25 score divided by the best BM25 score
+    (so both lie in about [0, 1]); a score a method did not give counts as 0."""
+    top = max(keyword.values(), default=0.0) or 1.0
+    return {i: weight * dense.get(i, 0.0) + (1 - weight) * keyword.get(i, 0.0) / top for i in ids}
 
 
 def _jaccard(a: set, b: set) -> float:

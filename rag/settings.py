@@ -22,7 +22,7 @@ class Settings:
     generator: str = "gemma3-270m"  # measured best and fastest of the bundled decoders (README)
     device: str = "auto"  # auto | cpu | cuda
     encoder_runtime: str = "auto"  # auto (int8 ONNX Runtime on CPU, PyTorch on GPU) | onnx-int8 | onnx | torch
-    # Chunking (word pieces of the encoder's tokenizer; chosen by benchmarks/chunking.py)
+    # Chunking (word pieces of the encoder's tokenizer; README's chunk-size table, benchmarks/retrieval.py)
     chunk_size: int = 128
     chunk_overlap: int = 16
     # Ingest
@@ -40,6 +40,8 @@ class Settings:
     # Retrieval
     k: int = 4
     mode: str = "hybrid"  # dense | keyword | hybrid
+    fusion_weight: float = 0.5  # hybrid: weight of the cosine against BM25 (tuned on SQuAD v1.1, benchmarks/retrieval.py)
+    candidates: int = 50  # hybrid: passages taken from each method before fusing
     # Answering
     backend: str = "auto"  # auto | llama.cpp | transformers | openai (or generator "openai:MODEL")
     openai_base_url: str = "http://127.0.0.1:8000/v1"  # an OpenAI-compatible server (llama.cpp, vLLM, Ollama: :11434/v1)

@@ -83,7 +83,7 @@ def article_index(tmp_path_factory):
 @pytest.mark.slow
 def test_chinese_index_picks_the_multilingual_encoder_and_finds_passages(article_index):
     rag = RAG(article_index)
-    assert rag.info()["encoder"] == "multilingual-e5-small"
+    assert rag.info().encoder == "multilingual-e5-small"
     for mode in ("dense", "keyword", "hybrid"):
         assert rag.search("GPT是由哪家公司开发的？", k=1, mode=mode)[0].heading.endswith("GPT"), mode
         assert rag.search("模型压缩有哪些技术？", k=1, mode=mode)[0].heading.endswith("模型压缩"), mode

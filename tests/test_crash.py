@@ -26,17 +26,18 @@ def ingest_cmd(corpus, index):
 
 def check_consistent(index) -> set[str]:
     store = Store(index)
-    with store.snapshot() as conn:
-        n_chunks = conn.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
-        vectors = store._vectors(conn)
-        n_fts = conn.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]
-        docs = {r[0] for r in conn.execute("SELECT path FROM documents WHERE status='ok'")}
-        expected = conn.execute("SELECT COALESCE(SUM(n_chunks),0) FROM contents").fetchone()[0]
+    with store.snapshot() as snap:
+        n_chunks = snap.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        vectors = snap.vectors
+        n_fts = snap.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]
+        docs = {r[0] for r in snap.execute("SELECT path FROM documents WHERE status='ok'")}
+        expected = snap.execute("SELECT COALESCE(SUM(n_chunks),0) FROM contents").fetchone()[0]
     assert (vectors.ntotal if vectors is not None else 0) == n_chunks == n_fts == expected
     if n_chunks == 0:
         return {os.path.basename(d) for d in docs}
-    assert store.keyword_search("harbour", 3)
-    assert store.dense_search(np.ones(384, dtype=np.float32) / np.sqrt(384), 3)
+    with store.snapshot() as snap:
+        assert snap.keyword("harbour", 3)
+        assert snap.dense(np.ones(384, dtype=np.float32) / np.sqrt(384), 3)
     store.close()
     return {os.path.basename(d) for d in docs}
 

@@ -79,8 +79,8 @@ def test_hostile_folder_is_ingested_around_its_bad_files(hostile, tmp_path):
     qa = RAG(tmp_path / "idx")
     assert "axolotl" in qa.search("salamander from Mexico", k=1)[0].text  # UTF-16 without a BOM is text
     assert "okapi" in qa.search("okapi giraffe relative", k=1)[0].text
-    with qa.store.snapshot() as conn:
-        longest = conn.execute("SELECT MAX(LENGTH(text)) FROM chunks").fetchone()[0]
+    with qa.store.snapshot() as snap:
+        longest = snap.execute("SELECT MAX(LENGTH(text)) FROM chunks").fetchone()[0]
     assert longest <= 1000  # text without spaces was cut on characters
     assert qa.search("quokka Rottnest", k=1)[0].source.endswith("good.txt")
 
@@ -157,18 +157,18 @@ def test_links_out_of_the_folder_are_skipped_and_pruned(tmp_path):
     skipped = {Path(f["path"]).name: f["reason"] for f in report["skipped_files"]}
     assert "outside the folder" in skipped["secret.txt"] and "outside the folder" in skipped["elsewhere"]
     assert "loop" in skipped["loop"]
-    assert {Path(d["path"]).name for d in RAG(index).documents()} == {"own.txt", "inner.txt"}
+    assert {Path(d.path).name for d in RAG(index).documents()} == {"own.txt", "inner.txt"}
 
     r = rag("ingest", docs, "--index", index, "--follow-links", "--json")
-    names = {Path(d["path"]).name for d in RAG(index).documents()}
+    names = {Path(d.path).name for d in RAG(index).documents()}
     assert names == {"own.txt", "inner.txt", "secret.txt"}, (names, r.stdout)  # elsewhere/secret.txt: same content
     for d in RAG(index).documents():
-        assert d["path"].startswith(str(docs.resolve()))  # known by the link's name, inside the folder
+        assert d.path.startswith(str(docs.resolve()))  # known by the link's name, inside the folder
     (docs / "secret.txt").unlink()
     (docs / "elsewhere").unlink()
     report = json.loads(rag("ingest", docs, "--index", index, "--follow-links", "--json").stdout)
     assert report["removed"] >= 1
-    assert {Path(d["path"]).name for d in RAG(index).documents()} == {"own.txt", "inner.txt"}
+    assert {Path(d.path).name for d in RAG(index).documents()} == {"own.txt", "inner.txt"}
     assert not RAG(index).search("secret ingredient cardamom", k=3) or all(
         "cardamom" not in h.text for h in RAG(index).search("secret ingredient cardamom", k=3))
 

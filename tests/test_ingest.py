@@ -5,7 +5,7 @@ import os
 import pytest
 
 from rag import RAG
-from rag.errors import IndexError_, IndexLocked, RagError
+from rag.errors import BadIndex, IndexLocked, RagError
 from rag.store import Store
 
 
@@ -26,8 +26,8 @@ def test_ingest_and_search(corpus, index_dir):
     html = rag.search("most active volcano in Europe", k=1)[0]
     assert "Etna" in html.text and "NAVTEXT" not in html.text and "SCRIPTTEXT" not in html.text
     info = rag.info()
-    assert info["documents"] == 4 and info["chunks"] == info["vectors"] > 0
-    assert info["encoder"] == "all-MiniLM-L6-v2" and info["index_type"] == "flat (exact)"
+    assert info.documents == 4 and info.chunks == info.vectors > 0
+    assert info.encoder == "all-MiniLM-L6-v2" and info.index_type == "flat (exact)"
 
 
 def test_reingest_is_incremental(corpus, index_dir):
@@ -41,12 +41,12 @@ def test_reingest_is_incremental(corpus, index_dir):
     (corpus / "new.txt").write_text("Basalt forms when lava cools quickly.\n")
     report = rag.ingest([corpus])
     assert (report.added, report.updated, report.removed, report.unchanged) == (1, 1, 1, 2)
-    assert rag.info()["documents"] == 4
+    assert rag.info().documents == 4
     texts = " ".join(h.text for h in rag.search("honey bees waggle dance direction", k=10))
     assert "waggle" not in texts and "Bumblebees" in texts
     assert not any("volcano" in h.source for h in rag.search("Etna volcano", k=10))
     info = rag.info()
-    assert info["chunks"] == info["vectors"]
+    assert info.chunks == info.vectors
 
 
 def test_touch_without_change_is_unchanged(corpus, index_dir):
@@ -62,9 +62,9 @@ def test_no_prune_and_explicit_remove(corpus, index_dir):
     rag.ingest([corpus])
     (corpus / "bees.txt").unlink()
     assert rag.ingest([corpus], prune=False).removed == 0
-    assert rag.info()["documents"] == 4
+    assert rag.info().documents == 4
     assert rag.remove(corpus / "bees.txt") == 1
-    assert rag.info()["documents"] == 3
+    assert rag.info().documents == 3
     assert rag.remove(corpus / "notes") == 1
 
 
@@ -75,7 +75,7 @@ def test_identical_content_embedded_once(tmp_path, index_dir):
     rag = open_rag(index_dir)
     report = rag.ingest([tmp_path / "d"])
     assert report.added == 2 and report.chunks == 1
-    assert rag.info()["vectors"] == 1
+    assert rag.info().vectors == 1
     (tmp_path / "d" / "a.txt").unlink()
     rag.ingest([tmp_path / "d"])
     assert rag.search("zebras", k=1)[0].source.endswith("b.txt")
@@ -89,12 +89,12 @@ def test_bad_files_fail_alone(corpus, index_dir):
     (corpus / "image.png").write_bytes(b"\x89PNG....")
     rag = open_rag(index_dir, max_file_mb=1.0)
     report = rag.ingest([corpus])
-    reasons = {os.path.basename(f["path"]): f["reason"] for f in report.failed}
+    reasons = {os.path.basename(f.path): f.reason for f in report.failed}
     assert set(reasons) == {"broken.pdf", "empty.txt", "binary.md", "huge.txt"}
     assert "corrupt PDF" in reasons["broken.pdf"] and "empty" in reasons["empty.txt"]
     assert "binary" in reasons["binary.md"] and "limit" in reasons["huge.txt"]
     assert report.added == 4 and report.skipped == 1
-    assert {os.path.basename(f["path"]) for f in rag.info()["failed"]} == set(reasons)
+    assert {os.path.basename(f.path) for f in rag.info().failed} == set(reasons)
 
 
 def test_failed_update_keeps_previous_version(tmp_path, index_dir):
@@ -126,14 +126,14 @@ def test_hidden_files_index_dir_and_symlink_loops(tmp_path):
 
 def test_encoder_mismatch_is_a_clear_error(corpus, index_dir):
     open_rag(index_dir).ingest([corpus / "bees.txt"])
-    with pytest.raises(IndexError_, match="built with encoder"):
+    with pytest.raises(BadIndex, match="built with encoder"):
         RAG(index_dir, encoder=str(corpus))  # any other encoder name
 
 
 def test_missing_path_and_missing_index(tmp_path):
     with pytest.raises(RagError, match="no such file"):
         open_rag(tmp_path / "i").ingest([tmp_path / "nope"])
-    with pytest.raises(IndexError_, match="no index"):
+    with pytest.raises(BadIndex, match="no index"):
         RAG(tmp_path / "i").search("x")
 
 
@@ -153,12 +153,12 @@ def test_large_index_switches_to_ivf(tmp_path):
         (root / f"f{i}.txt").write_text(f"Document number {i} discusses topic {i * 7} in depth. " * 3)
     rag = open_rag(tmp_path / "ix", ann_threshold=40)
     rag.ingest([root])
-    assert rag.info()["index_type"].startswith("ivf")
+    assert rag.info().index_type.startswith("ivf")
     assert rag.search("Document number 17 discusses topic 119", k=1, mode="dense")[0].source.endswith("f17.txt")
     (root / "f17.txt").unlink()
     rag.ingest([root])
     info = rag.info()
-    assert info["vectors"] == info["chunks"] == 59
+    assert info.vectors == info.chunks == 59
 
 
 def test_keyword_index_follows_incremental_updates(corpus, index_dir):
@@ -189,13 +189,13 @@ def test_readers_see_committed_state_only(corpus, index_dir):
 
     rag = open_rag(index_dir)
     rag.ingest([corpus / "bees.txt"])
-    before = rag.info()["chunks"]
+    before = rag.info().chunks
     with Store(index_dir).writer() as w:
         vector = rag.encoder.encode(["Quokkas live on Rottnest Island."])
         w.add_content("x" * 64, [Chunk("Quokkas live on Rottnest Island.", 0, None, "", 0, 31)], vector, 7)
         w.put_document("/virtual/quokka.txt", "x" * 64, 0.0, 31)
-        assert rag.info()["chunks"] == before  # uncommitted: invisible
+        assert rag.info().chunks == before  # uncommitted: invisible
         assert not any("Quokkas" in h.text for h in rag.search("quokka island", k=3))
         w.commit()
-        assert rag.info()["chunks"] == before + 1  # committed: visible at once
+        assert rag.info().chunks == before + 1  # committed: visible at once
         assert rag.search("quokka island", k=1)[0].text.startswith("Quokkas")

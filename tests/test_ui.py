@@ -87,16 +87,20 @@ def test_not_found_and_empty_index(index, tmp_path):
 def test_upload_names_are_sanitised(tmp_path):
     from importlib import util
 
+    from rag import uploads
+
     spec = util.spec_from_file_location("ui_app", APP)
     module = util.module_from_spec(spec)
     spec.loader.exec_module(module)  # defines the helpers; the page runs only as __main__
-    assert module.safe_name("../../etc/passwd") == "passwd"
-    assert module.safe_name("..\\..\\evil.txt") == "evil.txt"
-    assert module.safe_name("a<b>:c?.md") == "a_b__c_.md"
-    first = module.store_upload(tmp_path, "notes.txt", b"one")
-    same = module.store_upload(tmp_path, "notes.txt", b"one")
-    other = module.store_upload(tmp_path, "notes.txt", b"two")
+    assert uploads.safe_name("../../etc/passwd") == "passwd"
+    assert uploads.safe_name("..\\..\\evil.txt") == "evil.txt"
+    assert uploads.safe_name("a<b>:c?.md") == "a_b__c_.md"
+    first = uploads.save(tmp_path, "notes.txt", b"one")
+    same = uploads.save(tmp_path, "notes.txt", b"one")
+    other = uploads.save(tmp_path, "notes.txt", b"two")
     assert first == same and other.name == "notes-1.txt" and first.read_bytes() == b"one"
+    assert "unsupported" in uploads.refusal("x.exe", 3, 1.0) and "limit" in uploads.refusal("x.txt", 2**21, 1.0)
+    assert uploads.refusal("x.txt", 3, 1.0) is None
     assert module.plain("<b>x</b> **y**") == "\\<b\\>x\\<\\/b\\> \\*\\*y\\*\\*"
     assert module.plain("pelican's http://x.io") == "pelican\\'s http\\:\\/\\/x\\.io"
     assert "\n\n" not in module.highlight("one\n\n![x](http://h/t.png)", "") and "<br>" in module.highlight("a\nb", "")

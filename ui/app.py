@@ -4,7 +4,6 @@ Run with `rag ui [--index NAME] [--host 127.0.0.1] [--port 8501]`."""
 
 from __future__ import annotations
 
-import hashlib
 import html
 import os
 import re
@@ -15,7 +14,7 @@ import streamlit as st
 
 from rag import RAG, RagError
 from rag.answer import Answer
-from rag.documents import supported
+from rag.present import timings_line, where
 from rag.qa import resolve_index
 from rag.store import is_index_dir
 
@@ -84,17 +83,10 @@ def answer_html(answer: Answer, turn: int) -> str:
 
 
 def source_card(s, turn: int) -> str:
-    where = html.escape(Path(s.source).name)
-    details = []
-    if s.page:
-        details.append(f"page {s.page}")
-    if s.heading:
-        details.append(html.escape(s.heading))
-    details.append(f"score {s.score:.3f}")
     badge = " <b>cited</b>" if s.cited else ""
     return (f'<div class="src-card" id="src-{turn}-{s.n}" style="border:1px solid #ddd;border-radius:8px;'
-            f'padding:8px 12px;margin:6px 0"><div><b>[{s.n}] {where}</b>{badge} '
-            f'<span style="color:#666">· {" · ".join(details)}</span></div>'
+            f'padding:8px 12px;margin:6px 0"><div><b>[{s.n}] {html.escape(where(s, full_path=False))}</b>{badge} '
+            f'<span style="color:#666">· score {s.score:.3f}</span></div>'
             f'<div style="font-size:0.9em">{highlight(s.text, s.evidence)}</div></div>')
 
 
@@ -108,68 +100,24 @@ def show_answer(answer: Answer, turn: int) -> None:
         with st.expander(f"{label} ({len(answer.sources)})", expanded=True):
             for s in answer.sources:
                 st.markdown(source_card(s, turn), unsafe_allow_html=True)
-    t = answer.timings
-    parts = [f"retrieval {t['retrieve_ms']:.0f} ms"]
-    if t.get("first_token_ms") is not None:
-        parts.append(f"first token {t['first_token_ms']:.0f} ms")
-    parts.append(f"total {t['total_ms']:.0f} ms")
-    st.caption(" · ".join(parts))
+    st.caption(timings_line(answer.timings, sep=" · "))
 
 
-# --- uploads ------------------------------------------------------------------------------
-
-def safe_name(name: str) -> str:
-    """A file name with no directory parts and no surprises."""
-    name = Path(name.replace("\\", "/")).name
-    name = re.sub(r"[^\w.\- ]", "_", name).strip(" .") or "upload"
-    return name[:120]
-
-
-def store_upload(folder: Path, name: str, data: bytes) -> Path:
-    """Save under the index's uploads/ folder; the same content reuses its file, a different
-    file with the same name gets a numbered name instead of overwriting."""
-    folder.mkdir(parents=True, exist_ok=True)
-    base = safe_name(name)
-    stem, suffix = Path(base).stem, Path(base).suffix
-    target, n = folder / base, 1
-    while target.exists():
-        if hashlib.sha256(target.read_bytes()).digest() == hashlib.sha256(data).digest():
-            return target
-        target, n = folder / f"{stem}-{n}{suffix}", n + 1
-    tmp = target.with_name("." + target.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-    return target
-
+# --- uploads and documents -------------------------------------------------------------
 
 def upload_panel(rag: RAG) -> None:
     limit = rag.settings.max_file_mb
     files = st.file_uploader(f"Add documents (up to {limit:g} MB each)", accept_multiple_files=True,
                              key=f"uploader-{st.session_state.get('upload_round', 0)}")
     if files and st.button("Add to index", type="primary"):
-        saved, failed = [], []
-        for f in files:
-            if f.size > limit * 2**20:
-                failed.append({"path": f.name, "reason": f"over the {limit:g} MB limit"})
-                continue
-            if not supported(Path(safe_name(f.name))):
-                failed.append({"path": f.name, "reason": f"unsupported file type {Path(f.name).suffix or f.name!r}"})
-                continue
-            saved.append(store_upload(rag.root / "uploads", f.name, f.getvalue()))
         bar = st.progress(0.0, text="Ingesting ...")
-        report = None
-        if saved:
-            try:
-                report = rag.ingest(saved, prune=False, wait=30,
-                                    on_file=lambda done, total, path: bar.progress(
-                                        done / total, text=f"{done}/{total} {Path(path).name}"))
-            except RagError as e:
-                st.error(str(e))
+        try:
+            st.session_state.last_report = rag.upload(
+                [(f.name, f.getvalue()) for f in files],
+                on_file=lambda done, total, path: bar.progress(done / total, text=f"{done}/{total} {Path(path).name}"))
+        except RagError as e:
+            st.error(str(e))
         bar.empty()
-        failed += report.failed if report else []
-        st.session_state.last_report = {"added": report.added if report else 0,
-                                        "updated": report.updated if report else 0,
-                                        "unchanged": report.unchanged if report else 0, "failed": failed}
         st.session_state.upload_round = st.session_state.get("upload_round", 0) + 1
         st.rerun()
 
@@ -178,17 +126,16 @@ def last_report() -> None:
     """The report of the last upload, shown outside the (collapsible) upload panel."""
     report = st.session_state.get("last_report")
     if report:
-        st.success(f"Added {report['added']}, updated {report['updated']}, unchanged {report['unchanged']}, "
-                   f"failed {len(report['failed'])}")
-        for f in report["failed"]:
-            st.error(f"{Path(f['path']).name}: {f['reason']}")
+        st.success(f"Added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+                   f"failed {len(report.failed)}")
+        for f in report.failed:
+            st.error(f"{Path(f.path).name}: {f.reason}")
 
 
 def documents_panel(rag: RAG) -> None:
     docs = rag.documents()
-    rows = [{"file": Path(d["path"]).name, "chunks": d["chunks"] or 0,
-             "status": "failed" if d["error"] else d["status"], "reason": d["error"] or "", "path": d["path"]}
-            for d in docs]
+    rows = [{"file": Path(d.path).name, "chunks": d.chunks, "status": "failed" if d.error else d.status,
+             "reason": d.error or "", "path": d.path} for d in docs]
     st.dataframe(rows, hide_index=True, width="stretch", column_order=["file", "chunks", "status", "reason"])
     if rows:
         choice = st.selectbox("Remove a document", [r["path"] for r in rows], index=None,
@@ -224,18 +171,18 @@ def main() -> None:
             st.error(str(e))
             return
         if info:
-            st.caption(f"{info['documents']} documents · {info['chunks']} chunks · {info['encoder']} · "
-                       f"{info['size_bytes'] / 2**20:.1f} MB")
+            st.caption(f"{info.documents} documents · {info.chunks} chunks · {info.encoder} · "
+                       f"{info.size_bytes / 2**20:.1f} MB")
         st.caption(f"models ready (encoder {loaded['encoder_s']:.1f} s, decoder {loaded['decoder_s']:.1f} s to load)")
 
     st.header("Ask your documents")
-    with st.expander("Add documents", expanded=not info or info["chunks"] == 0):
+    with st.expander("Add documents", expanded=not info or info.chunks == 0):
         upload_panel(rag)
     last_report()
     if info:
-        with st.expander(f"Documents ({info['documents']}, {len(info['failed'])} failed)"):
+        with st.expander(f"Documents ({info.documents}, {len(info.failed)} failed)"):
             documents_panel(rag)
-    if not info or info["chunks"] == 0:
+    if not info or info.chunks == 0:
         st.info("This index is empty. Add documents above, or run `rag ingest PATH --index "
                 f"{rag.root}` in a terminal.")
 
