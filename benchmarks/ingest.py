@@ -6,6 +6,11 @@ own child process (peak RSS per pipeline).
     .venv/bin/pip install langchain-community langchain-huggingface   # the peer only
     .venv/bin/python benchmarks/ingest.py                  # COVID-QA's 98 articles
     .venv/bin/python benchmarks/ingest.py --corpus big --mb 50 --only rag   # memory on ~50 MB
+    .venv/bin/python benchmarks/ingest.py --engine local,ray --only rag     # rag on one machine vs on Ray
+
+`rag-ray` is `rag ingest --ray` on a local Ray started by the run: its wall time includes
+Ray's start-up (also shown on its own) and the actors loading their encoders; peak RSS is the
+driver's (the process that writes the index).
 """
 
 from __future__ import annotations
@@ -48,16 +53,22 @@ def make_corpus(kind: str, folder: Path, mb: float) -> Path:
     return folder
 
 
-def run_rag(corpus: Path, out: Path) -> dict:
+def run_rag(corpus: Path, out: Path, engine: str = "local") -> dict:
     from rag import RAG
 
     rag = RAG(out)
     rag.encoder.model  # model load is not ingest work (same for the peer)
     t = time.perf_counter()
-    report = rag.ingest([corpus])
+    startup = None
+    if engine == "ray":
+        from rag.cluster import connect
+
+        connect(None)
+        startup = time.perf_counter() - t
+    report = rag.ingest([corpus], engine=engine)
     seconds = time.perf_counter() - t
     return {"seconds": seconds, "chunks": report.chunks, "tokens": report.tokens,
-            "failed": len(report.failed)}
+            "failed": len(report.failed), "ray_startup_s": startup, "files_per_node": report.files_per_node}
 
 
 def run_peer(corpus: Path, out: Path) -> dict:
@@ -115,14 +126,17 @@ def recall_peer(out: Path, questions, k: int = 5) -> float:
 def child(args) -> None:
     """One pipeline in this process: ingest, then (optionally) recall; prints JSON."""
     corpus, out = Path(args.corpus_dir), Path(args.out)
-    result = (run_rag if args.child == "rag" else run_peer)(corpus, out)
+    if args.child == "peer":
+        result = run_peer(corpus, out)
+    else:
+        result = run_rag(corpus, out, "ray" if args.child == "rag-ray" else "local")
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["index_mb"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     if args.questions:
         from rag.evaluate import load, sample
 
         questions = [q for q in sample(load(COVID).questions, args.questions, 0) if not q.impossible]
-        result["recall@5"] = (recall_rag if args.child == "rag" else recall_peer)(out, questions)
+        result["recall@5"] = (recall_peer if args.child == "peer" else recall_rag)(out, questions)
     print(json.dumps(result))
 
 
@@ -130,10 +144,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", choices=["covid", "big"], default="covid")
     ap.add_argument("--mb", type=float, default=50.0, help="size of the big corpus")
-    ap.add_argument("--only", choices=["rag", "peer"], help="run one pipeline")
+    ap.add_argument("--only", choices=["rag", "peer"], help="run rag's engines or the peer only")
+    ap.add_argument("--engine", default="local", help="rag engines to run: local, ray or local,ray")
     ap.add_argument("--questions", type=int, default=1000, help="COVID-QA questions for recall@5 (covid corpus)")
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--child", choices=["rag", "peer"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=["rag", "rag-ray", "peer"], help=argparse.SUPPRESS)
     ap.add_argument("--corpus-dir", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -145,8 +160,9 @@ def main() -> None:
         corpus = make_corpus(args.corpus, work / "corpus", args.mb)
         mb = sum(f.stat().st_size for f in corpus.iterdir()) / 1e6
         rows = {}
-        for name in ("rag", "peer"):
-            if args.only and name != args.only:
+        names = [{"local": "rag", "ray": "rag-ray"}[e] for e in args.engine.split(",")] + ["peer"]
+        for name in names:
+            if args.only and name.split("-")[0] != args.only:
                 continue
             cmd = [sys.executable, __file__, "--child", name, "--corpus-dir", str(corpus),
                    "--out", str(work / f"index-{name}"),
@@ -169,7 +185,12 @@ def main() -> None:
     for name, r in rows.items():
         print(f"| {name} | {r['seconds']:.1f} | {r['chunks']} | {r['chunks_per_s']:.1f} | {r['tokens_per_s']:.0f} "
               f"| {r['peak_rss_mb']:.0f} | {r['index_mb']:.1f} | {r.get('recall@5', float('nan')):.3f} |")
-    if len(rows) == 2:
+    if "rag-ray" in rows:
+        ray_row = rows["rag-ray"]
+        print(f"\nrag-ray: Ray start-up {ray_row['ray_startup_s']:.1f} s; files per node {ray_row['files_per_node']}")
+        if "rag" in rows:
+            print(f"rag-ray / rag wall time: {ray_row['seconds'] / rows['rag']['seconds']:.2f}x")
+    if "rag" in rows and "peer" in rows:
         rag, peer = rows["rag"], rows["peer"]
         print(f"| rag/peer | {peer['seconds'] / rag['seconds']:.2f}x faster | | "
               f"{rag['chunks_per_s'] / peer['chunks_per_s']:.2f}x | {rag['tokens_per_s'] / peer['tokens_per_s']:.2f}x "

@@ -26,7 +26,7 @@ MEASURE = r"""
 import json, sys, time
 import llama_cpp
 from rag.models import generator_path
-from rag.generate import cpu_count
+from rag.models import cpu_count
 info = llama_cpp.llama_print_system_info().decode()
 out = {"library": llama_cpp.__file__, "amx": "AMX_INT8 = 1" in info,
        "avx512": "AVX512 = 1" in info}
@@ -83,7 +83,7 @@ def main() -> None:
 
     results = {"portable (make setup)": measure(None), "native (-march=native)": measure(native)}
     print(f"CPU: {cpu()['model']}, flags {' '.join(cpu()['flags'])}\n")
-    print(f"| build | AMX kernels | decoder | prompt tokens | prefill tok/s | decode tok/s |")
+    print("| build | AMX kernels | decoder | prompt tokens | prefill tok/s | decode tok/s |")
     print("|---|---|---|---:|---:|---:|")
     for build, r in results.items():
         for name in ("gemma3-270m", "smollm2"):

@@ -4,6 +4,7 @@ Exit status: 0 success, 1 some files failed (the rest was ingested), 2 usage or 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -61,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow-links", action="store_true", default=None,
                    help="follow symlinks that lead out of the ingested folders (skipped by default)")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait if another process writes the index")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="read, split and encode on a Ray cluster: ADDRESS (e.g. ray://head:10001 or "
+                        "head:6379) joins one, no ADDRESS starts Ray on this machine; files must be at the "
+                        "same path on every node (needs pip install -e '.[ray]')")
 
     p = sub.add_parser("search", help="retrieve the best passages for a query")
     p.add_argument("query")
@@ -151,7 +156,11 @@ def _print_failed(report) -> None:
 def cmd_ingest(args) -> int:
     rag = _rag(args, encoder=args.encoder, chunk_size=args.chunk_size,
                chunk_overlap=args.chunk_overlap, max_file_mb=args.max_file_mb, follow_links=args.follow_links)
-    report = rag.ingest(args.paths, prune=not args.no_prune, progress=not args.json, wait=args.wait)
+    # stdout carries only the report: what libraries print there (Ray's worker notices) goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        report = rag.ingest(args.paths, prune=not args.no_prune, progress=not args.json, wait=args.wait,
+                            engine="ray" if args.ray else "local",
+                            address=None if args.ray in (None, "local") else args.ray)
     _print_failed(report)
     shown = report.skipped_files if args.verbose else report.skipped_files[:20]
     for f in shown:

@@ -59,6 +59,21 @@ class Document:
         return "\n\n".join(s.text for s in self.sections)
 
 
+class HeadingPath:
+    """The headings above the current line: entering a level-n heading drops the ones at n
+    and below ("Install > Linux" then a level-2 "Windows" gives "Install > Windows")."""
+
+    def __init__(self):
+        self.titles: list[str] = []
+
+    def enter(self, level: int, title: str) -> None:
+        del self.titles[level - 1:]
+        self.titles.append(title)
+
+    def __str__(self) -> str:
+        return " > ".join(self.titles)
+
+
 def supported(path: Path) -> bool:
     return path.suffix.lower() in SUFFIXES or path.name in ("Makefile", "Dockerfile")
 
@@ -92,13 +107,16 @@ def read(path: str | Path, data: bytes | None = None, limits: Limits = Limits())
 
 # --- text decoding -------------------------------------------------------------------
 
+SNIFF_BYTES = 8192  # the head of a file that tells text from binary
+MAX_CONTROL_SHARE = 0.05  # more control characters than this in the head: binary (text has ~0)
+
 def decode(data: bytes) -> str:
     """Bytes to str: UTF-8 (with or without BOM), else the encoding charset-normalizer detects.
     Binary data is refused rather than turned into mojibake."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         data = data.decode("utf-16").encode()
-    elif b"\x00" in data[:8192]:
-        encoding = _utf16_without_bom(data[:8192])
+    elif b"\x00" in data[:SNIFF_BYTES]:
+        encoding = _utf16_without_bom(data[:SNIFF_BYTES])
         if encoding is None:
             raise UnreadableFile("binary content, not text")
         try:
@@ -114,8 +132,8 @@ def decode(data: bytes) -> str:
         if best is None:
             raise UnreadableFile("binary content or unknown text encoding") from None
         text = str(best)
-    controls = sum(1 for c in text[:8192] if ord(c) < 32 and c not in "\n\r\t\f")
-    if controls > 0.05 * min(len(text), 8192):
+    controls = sum(1 for c in text[:SNIFF_BYTES] if ord(c) < 32 and c not in "\n\r\t\f")
+    if controls > MAX_CONTROL_SHARE * min(len(text), SNIFF_BYTES):
         raise UnreadableFile("binary content, not text")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
@@ -137,7 +155,6 @@ def _read_pdf(data: bytes, limits: Limits) -> list[Section]:
     import logging
 
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
@@ -153,9 +170,7 @@ def _read_pdf(data: bytes, limits: Limits) -> list[Section]:
                  for i, page in enumerate(pdf.pages)]
     except UnreadableFile:
         raise
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError) as e:
-        raise UnreadableFile(f"corrupt PDF ({type(e).__name__}: {str(e)[:80]})") from e
-    except Exception as e:  # pypdf raises many kinds on damaged files
+    except Exception as e:  # pypdf raises many kinds on damaged files (PdfReadError, ValueError, ...)
         raise UnreadableFile(f"corrupt PDF ({type(e).__name__}: {str(e)[:80]})") from e
     if not any(p.text.strip() for p in pages):
         raise UnreadableFile("PDF has no extractable text (scanned images? OCR is not supported)")
@@ -219,11 +234,11 @@ def _docx_text(paragraph) -> str:
 
 
 def _docx_sections(events, styles: dict[str, str], limits: Limits) -> list[Section]:
-    sections, path, lines, tables, size = [], [], [], [], 0
+    sections, path, lines, tables, size = [], HeadingPath(), [], [], 0
 
     def flush():
         if lines:
-            sections.append(Section("\n".join(lines), heading=" > ".join(path)))
+            sections.append(Section("\n".join(lines), heading=str(path)))
             lines.clear()
 
     for _, element in events:
@@ -233,7 +248,7 @@ def _docx_sections(events, styles: dict[str, str], limits: Limits) -> list[Secti
         if element.tag == _W + "tbl":
             rows = [" | ".join("\n".join(_docx_text(p) for p in cell.iter(_W + "p")).strip()
                                for cell in row.iter(_W + "tc")) for row in element.iter(_W + "tr")]
-            tables.append(("\n".join(rows), " > ".join(path)))
+            tables.append(("\n".join(rows), str(path)))
         else:
             text = _docx_text(element)
             size += len(text)
@@ -242,9 +257,7 @@ def _docx_sections(events, styles: dict[str, str], limits: Limits) -> list[Secti
             match = re.match(r"(?:heading|title)\s*(\d*)", style, re.I)
             if match and text.strip():
                 flush()
-                level = int(match.group(1) or 1) if style.lower().startswith("heading") else 1
-                del path[level - 1:]
-                path.append(text.strip())
+                path.enter(int(match.group(1) or 1) if style.lower().startswith("heading") else 1, text.strip())
             elif text.strip():
                 lines.append(text)
         element.clear()  # what was read is dropped: memory stays flat whatever the part's size
@@ -258,20 +271,18 @@ def _docx_sections(events, styles: dict[str, str], limits: Limits) -> list[Secti
 def _read_markdown(data: bytes, limits: Limits) -> list[Section]:
     """Split at ATX headings (outside code fences); each section keeps its heading path."""
     text = decode(data)
-    sections, path, start, fence = [], [], 0, False
+    sections, path, start, fence = [], HeadingPath(), 0, False
     offset = 0
     for line in text.splitlines(keepends=True):
         if line.lstrip().startswith(("```", "~~~")):
             fence = not fence
         match = None if fence else re.match(r"(#{1,6})\s+(.+?)\s*#*\s*$", line)
         if match:
-            sections.append(Section(text[start:offset], heading=" > ".join(path), start=start))
-            level = len(match.group(1))
-            del path[level - 1:]
-            path.append(match.group(2).strip())
+            sections.append(Section(text[start:offset], heading=str(path), start=start))
+            path.enter(len(match.group(1)), match.group(2).strip())
             start = offset + len(line)  # the heading line itself lives on as the heading path
         offset += len(line)
-    sections.append(Section(text[start:], heading=" > ".join(path), start=start))
+    sections.append(Section(text[start:], heading=str(path), start=start))
     return sections
 
 
@@ -280,21 +291,19 @@ def _read_rst(data: bytes, limits: Limits) -> list[Section]:
     text = decode(data)
     lines = text.splitlines(keepends=True)
     marks: list[str] = []
-    sections, path, start, offset = [], [], 0, 0
+    sections, path, start, offset = [], HeadingPath(), 0, 0
     for i, line in enumerate(lines):
         nxt = lines[i + 1].rstrip("\n") if i + 1 < len(lines) else ""
         title = line.strip()
         if (title and nxt and len(set(nxt)) == 1 and nxt[0] in "=-~^\"'`#*+:._"
                 and len(nxt) >= len(title) and not re.fullmatch(r"[=\-~^\"'`#*+:._]+", title)):
-            sections.append(Section(text[start:offset], heading=" > ".join(path), start=start))
+            sections.append(Section(text[start:offset], heading=str(path), start=start))
             if nxt[0] not in marks:
                 marks.append(nxt[0])
-            level = marks.index(nxt[0]) + 1
-            del path[level - 1:]
-            path.append(title)
+            path.enter(marks.index(nxt[0]) + 1, title)
             start = offset + len(line) + len(lines[i + 1])  # after the title and its underline
         offset += len(line)
-    sections.append(Section(text[start:], heading=" > ".join(path), start=start))
+    sections.append(Section(text[start:], heading=str(path), start=start))
     return sections
 
 
@@ -317,7 +326,7 @@ def _read_html(data: bytes, limits: Limits) -> list[Section]:
     for tag in soup.select('[role="navigation"], [role="banner"], [role="contentinfo"], [aria-hidden="true"]'):
         tag.decompose()
     sections: list[Section] = []
-    path: list[str] = []
+    path = HeadingPath()
     parts: list[str] = []
     last_block = None
 
@@ -325,7 +334,7 @@ def _read_html(data: bytes, limits: Limits) -> list[Section]:
         body = re.sub(r"[ \t]+", " ", "".join(parts))
         body = re.sub(r"\n\s*\n+", "\n\n", body).strip()
         if body:
-            sections.append(Section(body, heading=" > ".join(path)))
+            sections.append(Section(body, heading=str(path)))
         parts.clear()
 
     root = soup.body or soup
@@ -337,9 +346,7 @@ def _read_html(data: bytes, limits: Limits) -> list[Section]:
         if heading is not None:
             if heading is not last_block:
                 flush()
-                level = int(heading.name[1])
-                del path[level - 1:]
-                path.append(heading.get_text(" ", strip=True))
+                path.enter(int(heading.name[1]), heading.get_text(" ", strip=True))
                 last_block = heading
             continue
         block = node.find_parent(lambda t: t.name in _BLOCKS)
@@ -382,8 +389,8 @@ def _flatten(value, prefix: str = "", limit: int = 64, depth: int = 0) -> list[s
 
 
 def _load_json(text: str, limits: Limits, where: str = ""):
-    """Parse and flatten; nesting is bounded twice: by the parser (RecursionError past about
-    a thousand levels) and by `max_json_depth` while flattening."""
+    """Parse; nesting is bounded twice: by the parser here (RecursionError past about a
+    thousand levels) and by `max_json_depth` in `_flatten`."""
     try:
         value = json.loads(text)
     except RecursionError:

@@ -34,9 +34,11 @@ def source_file() -> Path:
 
 def model_dir() -> Path:
     """The converted directory, made on first use (atomically: a folder renamed into place)."""
+    from .models import cache_dir
+
     source = source_file()
     stat = source.stat()
-    cache = Path(os.environ.get("RAG_MODEL_CACHE", Path.home() / ".cache" / "rag"))
+    cache = cache_dir()
     target = cache / f"{NAME}-{stat.st_size:x}"
     if (target / "model.safetensors").is_file():
         return target

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import encoder_path
+from .models import cache_dir, cpu_count, encoder_path
 
 log = logging.getLogger(__name__)
 _MODELS: dict[tuple, object] = {}  # one loaded model per (path, device, runtime) per process
@@ -36,10 +36,6 @@ def pick_device(device: str = "auto") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     except ImportError:
         return "cpu"
-
-
-def _cores() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
 
 
 class Encoder:
@@ -102,7 +98,7 @@ class Encoder:
         get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return get()
 
-    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+    def encode(self, texts: list[str]) -> np.ndarray:
         """Passage vectors (batched)."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
@@ -110,7 +106,7 @@ class Encoder:
             texts = [self.prompts["passage"] + t for t in texts]
         vectors = self.model.encode(
             texts, batch_size=self.batch_size, convert_to_numpy=True,
-            normalize_embeddings=True, show_progress_bar=progress,
+            normalize_embeddings=True, show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
@@ -140,7 +136,7 @@ def _load_torch(path: str, device: str):
     hf_logging.disable_progress_bar()
     model = SentenceTransformer(path, device=device)
     if device == "cpu":
-        torch.set_num_threads(_cores())
+        torch.set_num_threads(cpu_count())
     return model
 
 
@@ -178,7 +174,7 @@ class OnnxEncoder:
         except (OSError, KeyError, json.JSONDecodeError):
             self.max_seq_length = min(512, self.tokenizer.model_max_length)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = _cores()
+        options.intra_op_num_threads = cpu_count()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # no busy-waiting after a run: spinning threads stole the cores from the FAISS search
         # that follows a question's encoding (measured: search 19 ms instead of 7 at 100k)
@@ -201,7 +197,7 @@ class OnnxEncoder:
     def _export(self) -> Path:
         weights = sorted(self.root.glob("*.safetensors")) + sorted(self.root.glob("*.bin"))
         stamp = hashlib.sha256(f"{self.root.resolve()}:{[w.stat().st_mtime for w in weights]}".encode()).hexdigest()[:16]
-        cache = Path(os.environ.get("RAG_MODEL_CACHE", Path.home() / ".cache" / "rag")) / "onnx" / stamp
+        cache = cache_dir() / "onnx" / stamp
         target = cache / "model.onnx"
         if target.is_file():
             return target
@@ -264,12 +260,13 @@ def _quantize(path: Path) -> Path:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         tmp = path.with_name(f"model-int8.{os.getpid()}.onnx")
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # its "consider pre-processing" hint goes to the root logger
+        # its "consider pre-processing" hint is logged on the root logger: drop just that module's records
+        hint = logging.Filter()
+        hint.filter = lambda record: "onnxruntime" not in record.pathname
+        logging.getLogger().addFilter(hint)
         try:
             quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         finally:
-            root.setLevel(level)
+            logging.getLogger().removeFilter(hint)
         os.replace(tmp, target)
     return target

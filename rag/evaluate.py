@@ -139,7 +139,6 @@ def answer_units(text: str, chinese: bool) -> list[str]:
 
 
 def exact_match(prediction: str, truths: list[str]) -> float:
-    from .text import has_cjk
 
     return float(any(answer_units(prediction, _chinese(prediction, t)) == answer_units(t, _chinese(prediction, t))
                      for t in truths))
@@ -154,7 +153,6 @@ def _chinese(prediction: str, truth: str) -> bool:
 
 
 def f1_score(prediction: str, truths: list[str]) -> float:
-    from .text import has_cjk
 
     def f1(pred, truth):
         chinese = _chinese(pred, truth)
@@ -170,7 +168,6 @@ def f1_score(prediction: str, truths: list[str]) -> float:
 
 
 def contains_answer(prediction: str, truths: list[str]) -> float:
-    from .text import has_cjk
 
     def joined(text, chinese):
         return " ".join(answer_units(text, chinese))
@@ -191,7 +188,7 @@ def answer_metrics(ask, questions: list[Question], progress: bool = False) -> di
     abstain_ok = []
     for q in tqdm(questions, desc="answers", disable=not progress, leave=False):
         answer = ask(q.question)
-        if answer.timings.get("first_token_ms") is not None:
+        if answer.timings.first_token_ms is not None:
             first.append(answer.timings.first_token_ms / 1000)
         total.append(answer.timings.total_ms / 1000)
         if q.impossible:

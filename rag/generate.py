@@ -24,11 +24,12 @@ import numpy as np
 
 from .encoder import pick_device
 from .errors import ModelNotFound, RagError
-from .models import generator_path
+from .models import cpu_count, generator_path
 
 log = logging.getLogger(__name__)
 _LOADED: dict[tuple, "Decoder"] = {}
 _LOAD_LOCK = threading.Lock()
+SAMPLING_TOP_K = 40  # llama.cpp's default, given to both backends so they sample alike (temperature > 0)
 
 
 class CopyConstraint:
@@ -230,9 +231,9 @@ class LlamaCpp(Decoder):
                 return constraint.mask(scores)
 
             processors = LogitsProcessorList([processor])
-        # top_k 40 is llama.cpp's own default for sampling; greedy needs only the best token
+        # sampling keeps llama.cpp's own default top_k; greedy needs only the best token
         pieces = self.model.create_completion(
-            prompt, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
+            prompt, max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else SAMPLING_TOP_K,
             stop=stop or None, stream=True, logits_processor=processors, seed=0)
         for piece in pieces:
             text = piece["choices"][0]["text"]
@@ -317,7 +318,7 @@ class Transformers(Decoder):
                       eos_token_id=stop_ids, pad_token_id=tok.eos_token_id or stop_ids[0],
                       do_sample=temperature > 0)
         if temperature > 0:
-            kwargs.update(temperature=temperature, top_k=40)
+            kwargs.update(temperature=temperature, top_k=SAMPLING_TOP_K)
         errors = []
 
         def run():
@@ -426,11 +427,6 @@ class _NoLock:
 
 
 BACKENDS = {"llama.cpp": LlamaCpp, "transformers": Transformers}
-
-
-def cpu_count() -> int:
-    """Cores this process may use (a container or taskset may allow fewer than the machine has)."""
-    return max(1, len(os.sched_getaffinity(0)))
 
 
 def _has_llama_cpp() -> bool:

@@ -16,9 +16,9 @@ from pathlib import Path
 from .chunking import Splitter
 from .documents import Limits, read, supported
 from .encoder import Encoder
-from .errors import UnreadableFile
+from .errors import RagError, UnreadableFile
 from .settings import Settings
-from .store import DocumentRow, FileProblem, Store, is_index_dir
+from .store import DocumentRow, FileProblem, Store, crash_point, is_index_dir
 
 log = logging.getLogger(__name__)
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
@@ -36,6 +36,7 @@ class IngestReport:
     chunks: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    files_per_node: dict[str, int] = field(default_factory=dict)  # --ray: where the files were encoded
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,57 +155,74 @@ def sample_text(paths, limits: Limits = Limits(), files: int = 20, chars: int = 
 
 # Files are read until their chunks fill this many encoder batches, then encoded together.
 BATCHES_PER_FLUSH = 4
+ENGINES = ("local", "ray")
 
 
 @dataclass
 class Pending:
-    """A file read and split, waiting for its chunks to be encoded and stored."""
+    """A changed file, hashed, waiting for its chunks to be made (read, split, encoded) and stored."""
     path: str
     sha256: str
     mtime: float
     size: int
     is_new: bool
-    chunks: list | None  # None: its content is already indexed under another path
+    reuse: bool = False  # its content is already indexed (or pending) under another path
+    chunks: list | None = None
 
 
 class Ingestor:
-    def __init__(self, store: Store, encoder: Encoder, settings: Settings):
+    """Brings an index in step with folders. `store` may be None for a worker that only
+    splits (`split`) on another machine."""
+
+    def __init__(self, store: Store | None, encoder: Encoder, settings: Settings):
         self.store, self.encoder, self.settings = store, encoder, settings
         self.splitter = Splitter(encoder.tokenizer, settings.chunk_size, settings.chunk_overlap,
                                  settings.max_chunk_chars)
         self.limits = limits(settings)
+        self._since_commit = 0  # new chunks written since the last commit
+        self._progress = False
 
     def run(self, paths: list[str | Path], prune: bool = True, progress: bool = True,
-            wait: float = 0.0, on_file=None) -> IngestReport:
-        """`on_file(done, total, path)` is called after each file (the web UI's progress bar)."""
+            wait: float = 0.0, on_file=None, engine: str = "local", address: str | None = None) -> IngestReport:
+        """`on_file(done, total, path)` is called after each file is scanned (the web UI's
+        progress bar). `engine="ray"`: chunks are made on a Ray cluster (rag.cluster)."""
+        if engine not in ENGINES:
+            raise RagError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         started = time.perf_counter()
         report = IngestReport()
+        self._progress = progress
         found = scan([Path(p).expanduser() for p in paths], self.store.root, self.settings.follow_links)
         report.skipped_files, report.skipped = found.skipped, len(found.skipped)
         with self.store.writer(wait=wait, ann_threshold=self.settings.ann_threshold) as w:
             known = w.documents()
-            pending: list[Pending] = []
-            since_commit = 0
+            todo: list[Pending] = []  # changed files whose chunks are still to be made
             bar = _progress(len(found.files), progress)
             for done, path in enumerate(found.files, 1):
                 bar.set_postfix_str(path.name[-30:], refresh=False)
+                old = known.get(str(path))
                 try:
-                    item = self._prepare(w, path, known.get(str(path)), pending, report)
+                    item, data = self._diff(w, path, old, todo, report)
+                    if item is not None and engine == "local" and not item.reuse:
+                        item.chunks = self.split(path, data)
+                except Exception as e:  # a reader bug must not abort the batch either
+                    self._fail(w, report, str(path), self.reason(e), old)
+                    item = None
                 finally:
                     bar.update(1)
                     if on_file is not None:
                         on_file(done, len(found.files), str(path))
                 if item is None:
                     continue
-                pending.append(item)
-                if sum(len(p.chunks or ()) for p in pending) >= self.settings.encode_batch_size * BATCHES_PER_FLUSH:
-                    since_commit += self._flush(w, pending, report)
-                    pending = []
-                    if since_commit >= self.settings.commit_every_chunks:
-                        w.commit()
-                        since_commit = 0
-            self._flush(w, pending, report)
+                todo.append(item)
+                if engine == "local" and sum(len(p.chunks or ()) for p in todo) >= \
+                        self.settings.encode_batch_size * BATCHES_PER_FLUSH:
+                    self._flush(w, todo, report)
+                    todo = []
             bar.close()
+            if engine == "ray":
+                self._on_ray(w, todo, known, report, address)
+            else:
+                self._flush(w, todo, report)
             if prune:
                 seen = {str(f) for f in found.files}
                 for key in known:
@@ -215,58 +233,96 @@ class Ingestor:
         report.seconds = round(time.perf_counter() - started, 3)
         return report
 
-    def _prepare(self, w, path: Path, old: DocumentRow | None, pending: list[Pending],
-                 report: IngestReport) -> Pending | None:
-        """Read and split one file if it changed; None when there is nothing to encode for it
-        (unchanged, or failed: then the failure is recorded and the batch goes on)."""
-        key = str(path)
-        try:
-            st = path.stat()
-            if old and old.current and old.mtime == st.st_mtime and old.size == st.st_size:
-                report.unchanged += 1
-                return None
-            if st.st_size > self.settings.max_file_mb * 2**20:
-                raise UnreadableFile(f"file is {st.st_size / 2**20:.1f} MB, over the "
-                                     f"{self.settings.max_file_mb:g} MB limit (max_file_mb)")
-            data = _read_bytes(path)
-            sha = hashlib.sha256(data).hexdigest()
-            if old and old.sha256 == sha and old.status == "ok":
-                w.put_document(key, sha, st.st_mtime, st.st_size)  # touched, not changed
-                report.unchanged += 1
-                return None
-            if w.has_content(sha) or any(p.sha256 == sha for p in pending):
-                chunks = None  # identical content already embedded: link, don't embed
-            else:
-                chunks = self.splitter.split(read(path, data, self.limits))
-                if not chunks:
-                    raise UnreadableFile("no text found")
-        except Exception as e:  # a reader bug must not abort the batch either
-            if not isinstance(e, UnreadableFile):
-                log.debug("reading %s failed", key, exc_info=True)
-            self._fail(w, report, key, str(e) if isinstance(e, UnreadableFile) else f"{type(e).__name__}: {e}", old)
-            return None
-        return Pending(key, sha, st.st_mtime, st.st_size, old is None or old.status != "ok", chunks)
+    def _diff(self, w, path: Path, old: DocumentRow | None, todo: list[Pending],
+              report: IngestReport) -> tuple[Pending | None, bytes | None]:
+        """Stat and hash one file against what the index holds: None when it is unchanged
+        (counted), else the Pending file and its bytes."""
+        st = path.stat()
+        if old and old.current and old.mtime == st.st_mtime and old.size == st.st_size:
+            report.unchanged += 1
+            return None, None
+        if st.st_size > self.settings.max_file_mb * 2**20:
+            raise UnreadableFile(f"file is {st.st_size / 2**20:.1f} MB, over the "
+                                 f"{self.settings.max_file_mb:g} MB limit (max_file_mb)")
+        data = _read_bytes(path)
+        sha = hashlib.sha256(data).hexdigest()
+        if old and old.sha256 == sha and old.status == "ok":
+            w.put_document(str(path), sha, st.st_mtime, st.st_size)  # touched, not changed
+            report.unchanged += 1
+            return None, None
+        reuse = w.has_content(sha) or any(p.sha256 == sha for p in todo)  # identical content: link, don't embed
+        return Pending(str(path), sha, st.st_mtime, st.st_size, old is None or old.status != "ok", reuse), data
 
-    def _flush(self, w, pending: list[Pending], report: IngestReport) -> int:
-        """Encode the pending files' chunks in one batch and store them, file by file."""
-        texts = [c.text for p in pending if p.chunks for c in p.chunks]
+    def split(self, path: str | Path, data: bytes) -> list:
+        """One file's bytes -> its chunks (UnreadableFile when it has no text)."""
+        chunks = self.splitter.split(read(path, data, self.limits))
+        if not chunks:
+            raise UnreadableFile("no text found")
+        return chunks
+
+    @staticmethod
+    def reason(e: Exception) -> str:
+        """The one line a person reads for a file that failed."""
+        if isinstance(e, UnreadableFile):
+            return str(e)
+        log.debug("reading failed", exc_info=e)
+        return f"{type(e).__name__}: {e}"
+
+    def _flush(self, w, todo: list[Pending], report: IngestReport) -> None:
+        """Encode the files' chunks in one batch and store them, file by file."""
+        texts = [c.text for p in todo if p.chunks for c in p.chunks]
         vecs = self.encoder.encode(texts)
         lengths = self.splitter.counts(texts)
         offset = 0
-        for p in pending:
+        for p in todo:
             n = len(p.chunks or ())
-            if p.chunks is not None and not w.has_content(p.sha256):
-                n_tokens = sum(lengths[offset:offset + n])
-                w.add_content(p.sha256, p.chunks, vecs[offset:offset + n], n_tokens)
-                report.chunks += n
-                report.tokens += n_tokens
+            self._store(w, p, vecs[offset:offset + n], lengths[offset:offset + n], report)
             offset += n
-            w.drop_if_unused(w.put_document(p.path, p.sha256, p.mtime, p.size))
-            if p.is_new:
-                report.added += 1
-            else:
-                report.updated += 1
-        return len(texts)
+
+    def _store(self, w, p: Pending, vecs, lengths: list[int], report: IngestReport) -> None:
+        """Write one file's chunks (unless its content is already there) and its document row;
+        commit once `commit_every_chunks` new chunks are waiting."""
+        if p.chunks and not w.has_content(p.sha256):
+            w.add_content(p.sha256, p.chunks, vecs, sum(lengths))
+            crash_point("file-stored")  # a file's chunks written, not committed
+            report.chunks += len(p.chunks)
+            report.tokens += sum(lengths)
+            self._since_commit += len(p.chunks)
+        w.drop_if_unused(w.put_document(p.path, p.sha256, p.mtime, p.size))
+        if p.is_new:
+            report.added += 1
+        else:
+            report.updated += 1
+        if self._since_commit >= self.settings.commit_every_chunks:
+            w.commit()
+            self._since_commit = 0
+
+    def _on_ray(self, w, todo: list[Pending], known: dict, report: IngestReport, address: str | None) -> None:
+        """Send the files with new content to Ray; store each result as it streams back."""
+        from .cluster import encode_on_ray
+
+        sent = {p.path: p for p in todo if not p.reuse}
+        failed: dict[str, str] = {}
+        files = [(p.path, p.sha256) for p in sent.values()]
+        bar = _progress(len(files), self._progress, "encode (ray)")
+        for result in encode_on_ray(files, self.settings, self.encoder.name, address) if files else ():
+            bar.update(1)
+            report.files_per_node[result.node] = report.files_per_node.get(result.node, 0) + 1
+            if result.error is not None:
+                failed[result.sha256] = result.error
+                self._fail(w, report, result.path, result.error, known.get(result.path))
+                continue
+            p = sent[result.path]
+            p.chunks = result.chunks
+            self._store(w, p, result.vectors, result.n_tokens, report)
+        bar.close()
+        for p in todo:
+            if p.reuse:
+                if w.has_content(p.sha256):
+                    self._store(w, p, None, [], report)
+                else:
+                    self._fail(w, report, p.path, failed.get(p.sha256, "its content failed to ingest"),
+                               known.get(p.path))
 
     @staticmethod
     def _fail(w, report: IngestReport, key: str, reason: str, old: DocumentRow | None) -> None:
@@ -290,8 +346,8 @@ def under(path: str, root: str | Path) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, desc: str = "ingest"):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="file", desc="ingest", file=sys.stderr,
+    return tqdm(total=total, unit="file", desc=desc, file=sys.stderr,
                 disable=not enabled or total == 0, leave=False, dynamic_ncols=True)

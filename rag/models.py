@@ -22,6 +22,18 @@ ENCODER_ALIASES = {
 ABSTAINS_WELL = {"gemma3", "gemma3-270m"}
 
 
+def cache_dir() -> Path:
+    """Where rag keeps what it derives from the bundled models (assembled GGUF, converted e5,
+    ONNX exports): ~/.cache/rag, or RAG_MODEL_CACHE."""
+    return Path(os.environ.get("RAG_MODEL_CACHE", Path.home() / ".cache" / "rag"))
+
+
+def cpu_count() -> int:
+    """Cores this process may use: a container or taskset may allow fewer than the machine
+    has, and a Ray worker is given its share in RAG_THREADS."""
+    return int(os.environ.get("RAG_THREADS") or 0) or max(1, len(os.sched_getaffinity(0)))
+
+
 def package_dir(module: str) -> Path | None:
     """Where an installed package lives, without importing it (some bundles import absent deps)."""
     spec = importlib.util.find_spec(module)
@@ -90,7 +102,7 @@ def generator_path(name: str) -> str:
 
 def _gemma_file() -> Path:
     """Gemma 3 270M ships as four chunk packages; assemble the file once into a cache dir."""
-    target = Path(os.environ.get("RAG_MODEL_CACHE", Path.home() / ".cache" / "rag")) / "gemma3-270m-Q4_K_M.gguf"
+    target = cache_dir() / "gemma3-270m-Q4_K_M.gguf"
     if target.is_file():
         return target
     try:

@@ -101,8 +101,9 @@ class RAG:
     # --- API -----------------------------------------------------------------------------
 
     def ingest(self, paths, prune: bool = True, progress: bool = False, wait: float = 0.0,
-               on_file=None) -> IngestReport:
-        """Add, update and remove documents so the index matches `paths` (files or folders)."""
+               on_file=None, engine: str = "local", address: str | None = None) -> IngestReport:
+        """Add, update and remove documents so the index matches `paths` (files or folders).
+        `engine="ray"`: read, split and encode on a Ray cluster (`address`, else a local Ray)."""
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         missing = [str(p) for p in paths if not Path(p).expanduser().exists()]
         if missing:
@@ -126,7 +127,8 @@ class RAG:
                     "encoder": self.settings.encoder, "dimension": encoder.dimension, "normalized": True,
                     "metric": "inner_product", "chunk_size": self.settings.chunk_size,
                     "chunk_overlap": self.settings.chunk_overlap})
-            return Ingestor(self.store, self.encoder, self.settings).run(paths, prune, progress, wait, on_file)
+            return Ingestor(self.store, self.encoder, self.settings).run(paths, prune, progress, wait, on_file,
+                                                                        engine, address)
 
     def search(self, query: str, k: int | None = None, mode: str | None = None,
                diverse: bool = False) -> list[Hit]:

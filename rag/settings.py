@@ -34,6 +34,7 @@ class Settings:
     follow_links: bool = False  # follow symlinks out of an ingested folder
     encode_batch_size: int = 64
     commit_every_chunks: int = 4096  # a crash loses at most this much finished work
+    ray_cpus_per_worker: int = 1  # --ray: cores per encoding actor (actors = cluster CPUs / this)
     # Index type: exact search up to this many chunks, then IVF with nprobe calibrated for
     # recall@10 >= 0.98 (exact search alone took 7 of the 15 ms budget at 100k; benchmarks/scale.py)
     ann_threshold: int = 50_000

@@ -289,9 +289,17 @@ class Store:
         self._conn.close()
 
 
+_passes: dict[str, int] = {}
+
+
 def crash_point(name: str) -> None:
-    """Tests kill the writer at a named step (RAG_CRASH_AT=name) to check what survives."""
-    if os.environ.get("RAG_CRASH_AT") == name:
+    """Tests kill the writer at a named step to check what survives: RAG_CRASH_AT=name kills
+    the process the first time it gets there, name:N the N-th time."""
+    wanted = os.environ.get("RAG_CRASH_AT")
+    if not wanted or not wanted.startswith(name):
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if wanted in (name, f"{name}:{_passes[name]}"):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -10,6 +10,8 @@ from rag import RAG
 from rag.answer import EMPTY_INDEX, NOT_FOUND, Answer, attach_citations, fit_passages
 from rag.retrieve import Hit
 
+pytestmark = pytest.mark.slow  # loads the decoders
+
 
 @pytest.fixture(scope="module")
 def rag(tmp_path_factory):
@@ -37,7 +39,8 @@ def test_grounded_answer_with_cited_source(rag):
     assert cited and cited[0].source.endswith("lighthouse.md")
     assert f"[{cited[0].n}]" in answer.text
     assert "Fresnel" in cited[0].evidence
-    assert set(answer.timings) >= {"retrieve_ms", "first_token_ms", "total_ms", "tokens", "tokens_per_s"}
+    t = answer.timings
+    assert 0 < t.retrieve_ms <= t.first_token_ms <= t.total_ms and t.tokens >= 1
 
 
 def test_source_page_of_pdf(rag):
@@ -89,9 +92,12 @@ def test_token_budget_with_long_passages(rag):
         used = sum(gen.count(f"[{i}] ({h.source})\n{t}\n\n") for i, (h, t) in enumerate(chosen, 1))
         assert used <= budget
         assert len(chosen) < 10
-    small = RAG(rag.root, context_window=384)
-    answer = small.ask("What did the keepers of lighthouses trim?", k=10)
-    assert answer.found and len(answer.sources) < 10
+    small = RAG(rag.root, context_window=384, answer_k=10)  # ten passages offered, few fit
+    question = "What did the keepers of lighthouses trim?"
+    answer = small.ask(question, k=10)
+    assert answer.found and "decoder failed" not in answer.text
+    # every retrieved passage is still listed: those that did not fit as further reading
+    assert len(answer.sources) == len(small.search(question, k=10, diverse=True))
 
 
 def test_citation_markers_are_checked():

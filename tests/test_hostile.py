@@ -60,6 +60,7 @@ def hostile(tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_hostile_folder_is_ingested_around_its_bad_files(hostile, tmp_path):
     r = rag("ingest", hostile, "--index", tmp_path / "idx", "--json",
             env={"RAG_MAX_INFLATED_MB": "16", "RAG_MAX_CHUNK_CHARS": "1000"})
@@ -104,6 +105,7 @@ def test_json_depth_limit():
     assert "a.b: 1" in read("x.json", b'{"a": {"b": 1}}').text
 
 
+@pytest.mark.slow
 def test_damaged_vector_file_is_detected_and_rebuilt(corpus, tmp_path):
     index = tmp_path / "idx"
     assert rag("ingest", corpus, "--index", index).returncode == 0
@@ -121,6 +123,7 @@ def test_damaged_vector_file_is_detected_and_rebuilt(corpus, tmp_path):
     assert list(tmp_path.glob("idx.damaged-*"))  # the old one is kept until the user deletes it
 
 
+@pytest.mark.slow
 def test_damaged_database_and_manifest_exit_2_with_what_to_do(corpus, tmp_path):
     index = tmp_path / "idx"
     assert rag("ingest", corpus, "--index", index).returncode == 0
@@ -141,6 +144,7 @@ def test_damaged_database_and_manifest_exit_2_with_what_to_do(corpus, tmp_path):
     assert r.returncode == 2 and "downloads nothing" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_links_out_of_the_folder_are_skipped_and_pruned(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -173,6 +177,7 @@ def test_links_out_of_the_folder_are_skipped_and_pruned(tmp_path):
         "cardamom" not in h.text for h in RAG(index).search("secret ingredient cardamom", k=3))
 
 
+@pytest.mark.slow
 def test_odd_arguments(corpus, tmp_path):
     index = tmp_path / "idx"
     assert rag("ingest", corpus / "bees.txt", "--index", index).returncode == 0

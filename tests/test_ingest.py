@@ -8,6 +8,8 @@ from rag import RAG
 from rag.errors import BadIndex, IndexLocked, RagError
 from rag.store import Store
 
+pytestmark = pytest.mark.slow  # ingests with the real encoder
+
 
 def open_rag(index_dir, **kw):
     return RAG(index_dir, commit_every_chunks=kw.pop("commit_every_chunks", None), **kw)
@@ -183,7 +185,6 @@ def test_hybrid_ranks_exact_terms_and_meaning(corpus, index_dir):
 
 def test_readers_see_committed_state_only(corpus, index_dir):
     """A question asked while an ingest is writing is answered from the last committed index."""
-    import numpy as np
 
     from rag.chunking import Chunk
 

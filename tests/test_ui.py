@@ -2,7 +2,6 @@
 (Playwright driving Debian's /usr/bin/chromium) for what a person does."""
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -45,6 +44,7 @@ def page_text(at) -> str:
                      + [w.value for w in at.warning] + [i.value for i in at.info])
 
 
+@pytest.mark.slow
 def test_ask_shows_answer_sources_and_timings(index):
     at = app_test(index)
     assert "2 documents" in page_text(at)
@@ -57,6 +57,24 @@ def test_ask_shows_answer_sources_and_timings(index):
     assert "first token" in text and "retrieval" in text
 
 
+@pytest.mark.slow
+def test_remove_button_takes_a_document_out(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "alpaca.txt").write_text("Alpacas hum when they are curious or worried.")
+    (docs / "bison.txt").write_text("Bison can run at fifty kilometres an hour.")
+    RAG(tmp_path / "ix").ingest([docs])
+    paths = {Path(d.path).name: d.path for d in RAG(tmp_path / "ix").documents()}
+    at = app_test(tmp_path / "ix")
+    assert "2 documents" in page_text(at)
+    next(s for s in at.selectbox if s.label == "Remove a document").select(paths["alpaca.txt"]).run()
+    next(b for b in at.button if b.label == "Remove").click().run()
+    assert not at.exception, at.exception
+    assert [d.path for d in RAG(tmp_path / "ix").documents()] == [paths["bison.txt"]]
+    assert "1 documents" in page_text(at)
+
+
+@pytest.mark.slow
 def test_follow_up_and_new_conversation(index):
     at = app_test(index)
     at.chat_input[0].set_value("Who invented the Fresnel lens?").run()
@@ -68,6 +86,7 @@ def test_follow_up_and_new_conversation(index):
     assert at.session_state["messages"] == []
 
 
+@pytest.mark.slow
 def test_document_markup_is_shown_as_text(index):
     at = app_test(index)
     at.chat_input[0].set_value("When was the treaty of Kiel signed?").run()
@@ -76,6 +95,7 @@ def test_document_markup_is_shown_as_text(index):
     assert "&lt;script&gt;" in text or "&lt;b&gt;" in text
 
 
+@pytest.mark.slow
 def test_not_found_and_empty_index(index, tmp_path):
     at = app_test(index)
     at.chat_input[0].set_value("What is the airspeed velocity of an unladen swallow?").run()
@@ -120,6 +140,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium (apt-get install chromium)")
 def test_browser_upload_ask_and_see_source(tmp_path):
     from playwright.sync_api import expect, sync_playwright

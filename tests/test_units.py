@@ -1,0 +1,176 @@
+"""Fast checks of single parts with their real dependencies (no model loads): copy
+constraint, follow-up rewriting, settings precedence, fusion, IVF calibration, the writer
+lock, index format versions. `make test-fast` runs these in seconds."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from rag.errors import BadIndex, IndexLocked
+from rag.generate import CopyConstraint
+from rag.qa import rewrite_follow_up
+from rag.retrieve import fuse
+from rag.settings import Settings
+from rag.store import FORMAT_VERSION, MANIFEST_NAME, Store
+
+
+# --- span-constrained copying ---------------------------------------------------------------
+
+def test_copy_constraint_allows_only_continuations_of_a_source():
+    c = CopyConstraint([[5, 6, 7], [6, 8]], stop_ids={0}, vocab_size=10, not_first={5})
+    assert set(c.allowed()) == {6, 7, 8}  # any source token may start, except a not-first word
+    c.advance(6)
+    assert set(c.allowed()) == {7, 8, 0}  # after 6: what follows 6 in either source, or stop
+    c.advance(7)
+    assert set(c.allowed()) == {0}  # the copy reached the end of its source: only stop
+    scores = np.arange(10, dtype=np.float32)
+    masked = c.mask(scores)
+    assert masked[0] == 0 and np.isinf(masked[1:]).all()
+
+
+def test_copy_constraint_first_token_rules():
+    only_avoided = CopyConstraint([[5]], stop_ids={0}, vocab_size=10, not_first={5})
+    assert set(only_avoided.allowed()) == {5}  # when every start is avoided, avoiding is dropped
+    late_stop = CopyConstraint([[1, 2, 3]], stop_ids={0, 99}, vocab_size=10, min_tokens=2)
+    assert 0 not in late_stop.allowed()  # no stop before min_tokens ...
+    late_stop.advance(1)
+    late_stop.advance(2)
+    assert 0 in late_stop.allowed() and 99 not in late_stop.allowed()  # ... and ids outside the vocabulary never
+
+
+# --- follow-up questions -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("history, question, rewritten, query", [
+    ([], "When did it open?", "When did it open?", "When did it open?"),
+    (["When did the Louvre museum open?"], "and when did it close?",
+     "and when did the Louvre museum close?", "and when did the Louvre museum close?"),
+    (["Who founded Acme Corp?"], "What are its products?", "What are Acme Corp's products?",
+     "What are Acme Corp's products?"),
+    (["what is a lighthouse?"], "how tall is it?", "how tall is it?",  # no capitalised topic: no swap
+     "what is a lighthouse? how tall is it?"),
+    (["When did the Louvre museum open?"], "Who designed the pyramid?", "Who designed the pyramid?",
+     "When did the Louvre museum open? Who designed the pyramid?"),  # no pronoun: both searched
+    ([{"role": "assistant", "content": "Paris [1]"}], "when did it close?", "when did it close?",
+     "when did it close?"),  # only the person's turns count
+])
+def test_follow_up_rewriting(history, question, rewritten, query):
+    assert rewrite_follow_up(question, history) == (rewritten, query)
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+def test_settings_precedence_and_types(tmp_path, monkeypatch):
+    config = tmp_path / "rag.toml"
+    config.write_text('k = 7\nmode = "dense"\ncopy = false\ntemperature = 0.5\n')
+    monkeypatch.setenv("RAG_CONFIG", str(config))
+    monkeypatch.setenv("RAG_MODE", "keyword")  # the environment beats the file
+    monkeypatch.setenv("RAG_DIVERSE", "no")
+    monkeypatch.setenv("RAG_MIN_SCORE", "0.3")
+    s = Settings.load(k=9)  # an explicit argument beats both
+    assert (s.k, s.mode, s.copy, s.diverse, s.temperature, s.min_score) == (9, "keyword", False, False, 0.5, 0.3)
+    for text, value in (("1", True), ("true", True), ("Yes", True), ("0", False), ("off", False), ("", False)):
+        monkeypatch.setenv("RAG_COPY", text)
+        assert Settings.load().copy is value
+    assert Settings.load(k=None).k == 7  # None means "not given"
+    assert Settings().replace(mode=None, k=2) == Settings(k=2)
+
+
+# --- hybrid fusion -----------------------------------------------------------------------------
+
+def test_fusion_is_a_convex_combination_of_cosine_and_normalised_bm25():
+    dense = {1: 0.8, 2: 0.4}
+    keyword = {2: 10.0, 3: 5.0}
+    fused = fuse(dense, keyword, {1, 2, 3}, weight=0.5)
+    assert fused == pytest.approx({1: 0.4, 2: 0.7, 3: 0.25})
+    assert fuse(dense, {}, {1}, 1.0) == {1: 0.8} and fuse({}, keyword, {3}, 0.0) == {3: 0.5}
+
+
+# --- vectors -----------------------------------------------------------------------------------
+
+def test_nprobe_calibration_reaches_its_recall_target():
+    from rag.vectors import build_ivf, exact_top, recall_at
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 32))
+    vectors = (centres[rng.integers(0, 40, 20_000)] + 0.6 * rng.normal(size=(20_000, 32))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(100, 20_100, dtype=np.int64)
+    index = build_ivf(vectors, ids, target_recall=0.95)
+    assert 1 <= index.nprobe < index.nlist  # cheaper than searching every list
+    queries = vectors[rng.choice(20_000, 300)] + 0.3 * rng.normal(size=(300, 32)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    assert recall_at(index, queries, exact_top(vectors, ids, queries, 10), 10) >= 0.93  # held-out queries
+
+
+# --- the index directory -----------------------------------------------------------------------
+
+def test_manifest_of_another_format_is_refused(tmp_path):
+    Store.create(tmp_path / "ix", {"encoder": "x"}).close()
+    manifest = json.loads((tmp_path / "ix" / MANIFEST_NAME).read_text())
+    (tmp_path / "ix" / MANIFEST_NAME).write_text(json.dumps({**manifest, "format": FORMAT_VERSION + 1}))
+    with pytest.raises(BadIndex, match=f"format {FORMAT_VERSION + 1}.*re-ingest"):
+        Store(tmp_path / "ix")
+
+
+def test_second_writer_process_waits_or_is_refused(tmp_path):
+    Store.create(tmp_path / "ix", {"encoder": "x"}).close()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from rag.store import Store
+        with Store({str(tmp_path / "ix")!r}).writer():
+            print("locked", flush=True)
+            time.sleep(2)
+        """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    store = Store(tmp_path / "ix")
+    with pytest.raises(IndexLocked, match="--wait"):
+        store.writer(wait=0)
+    started = time.monotonic()
+    with store.writer(wait=30):  # --wait: blocks until the other process lets go
+        waited = time.monotonic() - started
+    assert 0.3 < waited < 25
+    holder.wait()
+
+
+def test_removing_a_path_never_indexed_removes_nothing(tmp_path):
+    from rag import RAG
+
+    Store.create(tmp_path / "ix", {"encoder": "all-MiniLM-L6-v2", "chunk_size": 128, "chunk_overlap": 16}).close()
+    assert RAG(tmp_path / "ix").remove(tmp_path / "never-here.txt") == 0
+    r = subprocess.run([sys.executable, "-m", "rag.cli", "remove", str(tmp_path / "never"), "--index",
+                        str(tmp_path / "ix")], capture_output=True, text=True)
+    assert r.returncode == 1 and "removed 0" in r.stdout
+
+
+def test_without_ray_installed_the_error_says_how_to_install(monkeypatch):
+    from rag.cluster import connect
+    from rag.errors import RagError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(RagError, match=r"pip install -e '\.\[ray\]'"):
+        connect(None)
+
+
+# --- encoder runtimes (loads the real MiniLM three ways: a few seconds) -------------------------
+
+@pytest.mark.slow
+def test_onnx_vectors_match_pytorch():
+    """The README's claim: fp32 ONNX gives PyTorch's vectors; int8 ONNX keeps their ranking."""
+    from rag.encoder import Encoder
+
+    texts = ["The Fresnel lens was invented in 1822.", "Bison can run at fifty kilometres an hour.",
+             "長江是中國最長的河流。", "A lighthouse keeper trimmed the wicks every night."]
+    query = "Who made the lens for lighthouses?"
+    runs = {rt: Encoder("all-MiniLM-L6-v2", runtime=rt) for rt in ("torch", "onnx", "onnx-int8")}
+    vecs = {rt: e.encode(texts) for rt, e in runs.items()}
+    queries = {rt: e.encode_query(query) for rt, e in runs.items()}
+    assert np.abs(vecs["onnx"] - vecs["torch"]).max() < 1e-4
+    assert np.abs(queries["onnx"] - queries["torch"]).max() < 1e-4
+    assert (np.sum(vecs["onnx-int8"] * vecs["torch"], axis=1) > 0.98).all()
+    ranking = {rt: list(np.argsort(-(vecs[rt] @ queries["torch"]))) for rt in vecs}
+    assert ranking["onnx-int8"] == ranking["torch"] == ranking["onnx"]
