@@ -66,11 +66,12 @@ def main() -> None:
         print(json.dumps(rows, indent=2))
         return
     print(f"{dataset.name}, {len(questions)} questions (seed {args.seed})")
-    print("generator | backend | copy | EM | F1 | contains | not-found (answerable) | abstained (unanswerable) "
-          "| first token p50/p95 s | total p50/p95 s")
+    print("generator | backend | copy | EM | F1 (short) | answer contains gold | supporting sentence contains gold "
+          "| gold recall | not-found (answerable) | abstained (unanswerable) | first token p50/p95 s | total p50/p95 s")
     for r in rows:
         print(f"{r['generator']} | {r['backend']} | {r['copy']} | {r['exact_match']} | {r['f1']} | "
-              f"{r['contains_answer']} | {r['wrongly_not_found']} | {r.get('abstained', '-')} | "
+              f"{r['contains_answer']} | {r['supporting_contains']} | {r['answer_recall']} | "
+              f"{r['wrongly_not_found']} | {r.get('abstained', '-')} | "
               f"{r.get('first_token_p50_ms', 0) / 1000:.2f}/{r.get('first_token_p95_ms', 0) / 1000:.2f} | "
               f"{r['total_p50_ms'] / 1000:.2f}/{r['total_p95_ms'] / 1000:.2f}")
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
+from .compose import check_free_answer, compose, sentences
 from .errors import RagError
 from .retrieve import Hit
 from .text import has_cjk, segment, words
@@ -61,13 +62,17 @@ class Timings:
 @dataclass
 class Answer:
     question: str
-    text: str
+    text: str  # what the person reads: "**1897**: The lighthouse was first lit in 1897. [1]"
     sources: list[Source] = field(default_factory=list)
     found: bool = True
     timings: Timings = field(default_factory=Timings)
+    short: str = ""  # the short answer (a name, a date, a number), when the question has one
+    supporting: list[str] = field(default_factory=list)  # the sources' sentences it rests on, verbatim
+    support: float | None = None  # the question's cosine to the supporting sentence (the encoder's check)
 
     def to_dict(self) -> dict:
-        return {"question": self.question, "answer": self.text, "found": self.found,
+        return {"question": self.question, "answer": self.text, "short_answer": self.short,
+                "supporting": self.supporting, "found": self.found,
                 "sources": [s.to_dict() for s in self.sources], "timings": asdict(self.timings)}
 
 
@@ -75,12 +80,6 @@ def label(hit) -> str:
     """"file.pdf, page 3": how a passage is named to the decoder and to the person."""
     name = hit.source.rsplit("/", 1)[-1]
     return name + (f", page {hit.page}" if hit.page else "")
-
-
-def sentences(text: str) -> list[str]:
-    """English sentences end at . ! ? before a capital; Chinese ones at 。！？ anywhere."""
-    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|(?<=[。！？])|\n+", text)
-    return [p.strip() for p in parts if p.strip()]
 
 
 def fit_passages(hits: list[Hit], count, budget: int) -> list[tuple[Hit, str]]:
@@ -244,12 +243,13 @@ TEMPLATE_SLACK = 8
 
 def stream_answer(question: str, hits: list[Hit], decoder, max_tokens: int, copy: bool,
                   timer: Timer, prompt_k: int = 1, rewritten: str | None = None,
-                  abstain: bool = False) -> Iterator[str | Answer]:
+                  abstain: bool = False, scorer=None, margin: float = 0.1) -> Iterator[str | Answer]:
     """Prompt the decoder with the best `prompt_k` passages that fit, stream its text, end with
     the Answer. All hits become sources (the ones after the prompt's as further reading).
     `question` is what the person asked; `rewritten`, its self-contained form (a follow-up with
     its pronoun resolved), is what the decoder reads. A decoder that cannot copy (a remote
-    model) writes freely; its citations are checked alike."""
+    model) writes freely; its citations are checked alike. `scorer(question, sentences)`: the
+    encoder's similarities, which check the sentence a copied span was taken from."""
     prompt_question = rewritten or question
     grounded = not decoder.copies
     copy = copy and decoder.copies
@@ -291,8 +291,48 @@ def stream_answer(question: str, hits: list[Hit], decoder, max_tokens: int, copy
     raw = "".join(pieces).strip()
     if abstain and raw.strip(" .").lower() == ABSTAIN:
         raw = ""
-    text, sources = attach_citations(raw, everything)
-    if not raw:
-        text = NOT_FOUND
     tokens = decoder.count(raw) - decoder.count("") if raw else 0
-    yield Answer(question, text, sources, found=bool(raw), timings=timer.finish(tokens))
+    if not raw:
+        _, sources = attach_citations("", everything)
+        yield Answer(question, NOT_FOUND, sources, found=False, timings=timer.finish(tokens))
+    elif copy:
+        def respan(sentence: str) -> str:
+            """The decoder's short answer copied from one sentence (the encoder's choice)."""
+            one = build_messages(prompt_question, [(passages[0][0], sentence)], abstain=False)
+            return "".join(decoder.stream(one, prefix="Answer:", max_tokens=max_tokens, stop=stop,
+                                          copy_from=[sentence], avoid_first=_avoid(prompt_question))).strip()
+
+        yield _copied_answer(prompt_question, raw, everything, lambda: timer.finish(tokens), scorer, question,
+                             respan, margin)
+    else:
+        yield _free_answer(question, raw, everything, timer.finish(tokens))
+
+
+def _copied_answer(question: str, span: str, passages: list[tuple[Hit, str]], finish,
+                   scorer=None, asked: str | None = None, respan=None, margin: float = 0.1) -> Answer:
+    """A copied span made into a complete statement inside its source sentence, cited.
+    `question` is the self-contained form; `asked`, what the person typed; `finish()` gives
+    the Timings once everything (a second, shorter decode included) is done."""
+    _, sources = attach_citations(span, passages)
+    cited = next((s for s in sources if s.cited), None)
+    if cited is None:
+        return Answer(asked or question, span, sources, timings=finish(), short=span)
+    made = compose(span, cited.text, question, scorer, respan, margin)
+    if made.evidence:
+        cited.evidence = made.evidence
+    marks = "".join(f"[{s.n}]" for s in sources if s.cited)
+    return Answer(asked or question, f"{made.text} {marks}", sources, timings=finish(), short=made.short,
+                  supporting=made.supporting, support=made.support)
+
+
+def _free_answer(question: str, written: str, passages: list[tuple[Hit, str]], timings: Timings) -> Answer:
+    """A freely written answer: citations kept only where the source supports the sentence."""
+    _, sources = attach_citations("", passages)
+    text, cited, _ = check_free_answer(written, [s.text for s in sources])
+    supporting = []
+    for s in sources:
+        if s.n in cited:
+            s.cited = True
+            s.evidence = _evidence(text, s.text)
+            supporting.append(s.evidence)
+    return Answer(question, text, sources, timings=timings, supporting=supporting)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import textwrap
 from dataclasses import asdict
@@ -192,19 +193,22 @@ def cmd_ask(args) -> int:
     from .answer import Answer
 
     rag = _rag(args, generator=args.generator, backend=args.backend, copy=False if args.free else None)
+    live = sys.stdout.isatty() and not args.json  # a terminal sees the words as they come
     answer, streamed = None, ""
     for piece in rag.stream(args.question, k=args.k, mode=args.mode, max_tokens=args.max_tokens):
         if isinstance(piece, Answer):
             answer = piece
-        elif not args.json:
+        elif live:
             streamed += piece
             print(piece, end="", flush=True)
     if args.json:
         _emit(args, answer.to_dict())
         return 0
-    done = streamed.strip()
-    # rag attaches the citation markers after the model finished: print what was not streamed
-    print(answer.text[len(done):] if answer.text.startswith(done) else "\n" + answer.text)
+    if live and streamed:  # the streamed span is replaced by the whole statement built around it
+        width = shutil.get_terminal_size().columns
+        up = (len(streamed) - 1) // max(1, width)
+        print("\r" + (f"\033[{up}A" if up else "") + "\033[J", end="")
+    print(emphasis(answer.text, live))
     if answer.sources:
         print("\nSources:" if answer.found else "\nClosest passages:")
     for s in answer.sources:
@@ -213,6 +217,13 @@ def cmd_ask(args) -> int:
         print(textwrap.indent(textwrap.shorten(s.evidence or s.text, 240, placeholder=" ..."), "     "))
     print("\n" + timings_line(answer.timings), file=sys.stderr)
     return 0
+
+
+def emphasis(text: str, terminal: bool) -> str:
+    """**short answer** in bold on a terminal, plain elsewhere."""
+    import re
+
+    return re.sub(r"\*\*(.+?)\*\*", "\033[1m\\1\033[0m" if terminal else "\\1", text)
 
 
 def cmd_eval(args) -> int:

@@ -74,6 +74,8 @@ class _Worker:
     def __call__(self, batch: dict) -> dict:
         import ray
 
+        from .ingest import embedded
+
         crash_once()
         node = ray.get_runtime_context().get_node_id()
         results = []
@@ -84,9 +86,9 @@ class _Worker:
                 if hashlib.sha256(data).hexdigest() != sha:
                     raise RagError("the file changed while it was being ingested; ingest again")
                 chunks = self.ingestor.split(path, data)
-                texts = [c.text for c in chunks]
-                results.append(Encoded(path, sha, chunks, self.encoder.encode(texts),
-                                       self.ingestor.splitter.counts(texts), None, node))
+                vectors = self.encoder.encode([embedded(c) for c in chunks])
+                results.append(Encoded(path, sha, chunks, vectors,
+                                       self.ingestor.splitter.counts([c.text for c in chunks]), None, node))
             except Exception as e:  # noqa: BLE001 - reported per file, like the local engine
                 results.append(Encoded(path, sha, None, None, [], self.ingestor.reason(e), node))
         return {"result": np.array([pickle.dumps(r) for r in results], dtype=object)}

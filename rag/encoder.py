@@ -110,6 +110,12 @@ class Encoder:
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def similarities(self, query: str, texts: list[str]) -> np.ndarray:
+        """Cosine of the query to each text (texts encoded as passages)."""
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        return self.encode(texts) @ self.encode_query(query)
+
     def encode_query(self, text: str) -> np.ndarray:
         """One question's vector, always at full precision."""
         model = self.model

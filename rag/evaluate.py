@@ -177,14 +177,29 @@ def contains_answer(prediction: str, truths: list[str]) -> float:
                      for t in truths))
 
 
+def recall_score(prediction: str, truths: list[str]) -> float:
+    """Share of the gold answer's words (Chinese: characters) that the prediction holds: for
+    sentence-long gold answers (COVID-QA), how much of the answer a reader got."""
+
+    def recall(pred, truth):
+        chinese = _chinese(pred, truth)
+        p, t = answer_units(pred, chinese), answer_units(truth, chinese)
+        return sum((Counter(p) & Counter(t)).values()) / len(t) if t else 0.0
+
+    return max((recall(prediction, t) for t in truths), default=0.0)
+
+
 def answer_metrics(ask, questions: list[Question], progress: bool = False) -> dict:
-    """ask(question) -> Answer. EM / F1 / contains over answerable questions; abstention
-    (the not-found answer) over unanswerable ones; latency percentiles."""
+    """ask(question) -> Answer. Over answerable questions: EM / F1 of the short answer, the
+    share whose whole answer and whose supporting sentences contain the gold answer, the
+    gold-answer recall of the whole answer, and the false "not found" rate; abstention (the
+    not-found answer) over unanswerable ones; latency percentiles."""
     from tqdm import tqdm
 
     from .answer import strip_markers
 
     em, f1, contains, wrong_abstain, first, total = [], [], [], [], [], []
+    supported, recall = [], []
     abstain_ok = []
     for q in tqdm(questions, desc="answers", disable=not progress, leave=False):
         answer = ask(q.question)
@@ -194,13 +209,17 @@ def answer_metrics(ask, questions: list[Question], progress: bool = False) -> di
         if q.impossible:
             abstain_ok.append(not answer.found)
             continue
-        prediction = strip_markers(answer.text) if answer.found else ""
-        em.append(exact_match(prediction, q.answers))
-        f1.append(f1_score(prediction, q.answers))
-        contains.append(contains_answer(prediction, q.answers))
+        whole = strip_markers(answer.text).replace("**", "") if answer.found else ""
+        short = (answer.short or whole) if answer.found else ""
+        em.append(exact_match(short, q.answers))
+        f1.append(f1_score(short, q.answers))
+        contains.append(contains_answer(whole, q.answers))
+        supported.append(contains_answer(" ".join(answer.supporting), q.answers) if answer.found else 0.0)
+        recall.append(recall_score(whole, q.answers))
         wrong_abstain.append(not answer.found)
     mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
     out = {"answerable": len(em), "exact_match": mean(em), "f1": mean(f1), "contains_answer": mean(contains),
+           "supporting_contains": mean(supported), "answer_recall": mean(recall),
            "wrongly_not_found": mean(wrong_abstain)}
     if abstain_ok:
         out.update({"unanswerable": len(abstain_ok), "abstained": mean(abstain_ok)})
@@ -253,7 +272,9 @@ def format_table(result: dict) -> str:
     if "answers" in result:
         a = result["answers"]
         lines.append("")
-        lines.append(f"answers: exact match {a['exact_match']}, F1 {a['f1']}, contains answer {a['contains_answer']}, "
+        lines.append(f"answers: exact match {a['exact_match']}, F1 {a['f1']} (short answer), contains answer "
+                     f"{a['contains_answer']}, supporting sentence contains it {a['supporting_contains']}, "
+                     f"gold-answer recall {a['answer_recall']}, "
                      f"answerable wrongly not found {a['wrongly_not_found']}"
                      + (f", unanswerable abstained {a['abstained']}" if "abstained" in a else "")
                      + f"; first token p50 {a.get('first_token_p50_ms')} ms, total p50 {a.get('total_p50_ms')} ms"

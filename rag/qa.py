@@ -206,6 +206,13 @@ class RAG:
 
         return self.settings.min_score if self.settings.min_score is not None else min_score(self.settings.encoder)
 
+    @property
+    def min_support(self) -> float:
+        from .models import min_support
+
+        s = self.settings
+        return s.min_support if s.min_support is not None else min_support(s.encoder)
+
     def _abstain(self) -> bool:
         from .models import ABSTAINS_WELL
 
@@ -241,10 +248,52 @@ class RAG:
                          found=False, timings=timer.finish())
             return
         # the decoder queues concurrent questions on its own lock (one per loaded model)
-        yield from stream_answer(question, hits, self.generator,
-                                 max_tokens or self.settings.max_tokens, self.settings.copy, timer,
-                                 prompt_k=self.settings.answer_k, rewritten=rewritten,
-                                 abstain=self._abstain())
+        for item in stream_answer(question, hits, self.generator,
+                                  max_tokens or self.settings.max_tokens, self.settings.copy, timer,
+                                  prompt_k=self.settings.answer_k, rewritten=rewritten,
+                                  abstain=self._abstain(), scorer=self._sentence_scores,
+                                  margin=self.settings.sentence_margin):
+            if isinstance(item, Answer) and item.found and item.supporting:
+                self._finish_cut_sentence(item)
+            if isinstance(item, Answer) and item.found and item.support is not None \
+                    and item.support < self.min_support:
+                # the sentence the answer rests on is too far from the question: say so, show the passages
+                item = Answer(question, NOT_FOUND, item.sources, found=False, timings=item.timings,
+                              support=item.support)
+                for s in item.sources:
+                    s.cited = False
+            yield item
+
+
+    def _sentence_scores(self, question: str, sentences: list[str]) -> list[float]:
+        """How well each sentence answers the question: the encoder's cosine plus a share of
+        the question's words it holds (SQuAD-style wording reuse; weight in Settings)."""
+        from .compose import overlap
+
+        cosines = self.encoder.similarities(question, sentences)
+        w = self.settings.sentence_word_weight
+        return [float(c) + w * overlap(question, s) for c, s in zip(cosines, sentences)]
+
+    def _finish_cut_sentence(self, answer: Answer) -> None:
+        """A supporting sentence cut off by the end of its passage is completed from the
+        passage that follows it in the document (passages overlap: the overlap is skipped)."""
+        from .compose import first_sentence, readable, unfinished
+
+        cited = next((s for s in answer.sources if s.cited), None)
+        last = answer.supporting[-1]
+        if cited is None or not unfinished(last) or not " ".join(cited.text.split()).endswith(last):
+            return
+        with self.store.snapshot() as snap:
+            following = snap.next_chunk(cited.chunk_id)
+        if following is None or (following.page, following.heading) != (cited.page, cited.heading):
+            return
+        tail = following.text[max(0, cited.hit.end - following.start):] if following.start < cited.hit.end \
+            else following.text
+        rest = first_sentence(tail)
+        if not rest:
+            return
+        answer.supporting[-1] = f"{last} {rest}"
+        answer.text = re.sub(r"(\s*(?:\[\d+\])+)$", lambda m: f" {readable(rest)}{m.group(1)}", answer.text, count=1)
 
 
 PRONOUNS = {"it": "", "its": "'s", "they": "", "them": "", "their": "'s", "he": "", "him": "",

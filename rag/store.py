@@ -198,6 +198,13 @@ class Snapshot:
         rows = self._conn.execute(sql, ids).fetchall()
         return {r[0]: ChunkRow(r[0], r[1], r[2], r[3] or "", r[4], r[5], r[6] or "") for r in rows}
 
+    def next_chunk(self, chunk_id: int) -> ChunkRow | None:
+        """The passage that follows this one in its document (None at the document's end)."""
+        row = self._conn.execute(
+            "SELECT n.id FROM chunks c JOIN chunks n ON n.sha256=c.sha256 AND n.ord=c.ord+1 WHERE c.id=?",
+            (chunk_id,)).fetchone()
+        return self.chunks([row[0]]).get(row[0]) if row else None
+
     def is_empty(self) -> bool:
         return self._conn.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is None
 

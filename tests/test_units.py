@@ -174,3 +174,66 @@ def test_onnx_vectors_match_pytorch():
     assert (np.sum(vecs["onnx-int8"] * vecs["torch"], axis=1) > 0.98).all()
     ranking = {rt: list(np.argsort(-(vecs[rt] @ queries["torch"]))) for rt in vecs}
     assert ranking["onnx-int8"] == ranking["torch"] == ranking["onnx"]
+
+
+# --- the answer a person reads -----------------------------------------------------------------
+
+def test_sentences_follow_prose_lists_tables_and_chinese():
+    from rag.compose import sentences
+
+    text = ("A file whose size and\nmodification time are unchanged is skipped. Two files are embedded once.\n\n"
+            "- one item\n  that wraps\n- another\n| HTML | .html |\n# Heading\n长江很长。它流经十一个省！")
+    assert sentences(text) == ["A file whose size and modification time are unchanged is skipped.",
+                               "Two files are embedded once.", "- one item that wraps", "- another",
+                               "| HTML | .html |", "# Heading", "长江很长。", "它流经十一个省！"]
+
+
+def test_readable_and_short_answers():
+    from rag.compose import readable, usable_short
+
+    assert readable("| HTML | .html, .htm | visible text |") == "HTML, .html, .htm, visible text"
+    assert readable("- **Encoder**: `all-MiniLM`") == "Encoder: all-MiniLM"
+    assert readable("## Install") == "Install"
+    assert usable_short("2", "What is BERT?") == ""  # a list number is no answer to a what-question
+    assert usable_short("2", "How many layers?") == "2"
+    assert usable_short("`--generator`", "How do I change it?") == "--generator"
+    assert usable_short("HTML | .html", "Which format?") == "HTML, .html"
+    assert usable_short("a b c d e f g h i j k l", "Who?") == ""  # a clause, not a short answer
+
+
+def test_compose_puts_the_short_answer_in_its_sentence():
+    from rag.compose import compose
+
+    passage = ("The Quillfeather Lighthouse stands on the cape. It was first lit in 1897 by keeper\n"
+               "Tobias Renwick. Its lamp burned whale oil.")
+    made = compose("1897", passage, "When was the Quillfeather Lighthouse first lit?")
+    assert made.text == "**1897**: It was first lit in 1897 by keeper Tobias Renwick."
+    assert made.short == "1897" and made.evidence.startswith("It was first lit") and "\n" in made.evidence
+    why = compose("whale oil", passage, "How did the lamp work?")  # not a factoid: the sentences
+    assert why.text == "Its lamp burned whale oil." and why.short == "whale oil"
+
+
+def test_compose_lets_the_encoder_overrule_a_far_off_sentence():
+    from rag.compose import compose
+
+    passage = "The museum opened in 1793. The pyramid was designed by I. M. Pei. Tickets cost 17 euros."
+
+    def scorer(question, sentences):  # stands in for the encoder: the pyramid sentence is closest
+        return [0.9 if "pyramid" in s else 0.2 for s in sentences]
+
+    made = compose("17 euros", passage, "Who designed the pyramid?", scorer)
+    assert "I. M. Pei" in made.text and made.short == "" and made.support == 0.9
+    kept = compose("I. M. Pei", passage, "Who designed the pyramid?", scorer)
+    assert kept.short == "I. M. Pei" and kept.text.startswith("**I. M. Pei**")
+
+
+def test_free_answers_keep_only_supported_citations():
+    from rag.compose import check_free_answer
+
+    passages = ["The Fresnel lens was invented by Augustin-Jean Fresnel in 1822.",
+                "Mount Etna is the most active volcano in Europe."]
+    text, cited, unsupported = check_free_answer(
+        "Augustin-Jean Fresnel invented the lens in 1822 [2]. It was made of gold and sold in Tokyo [1].", passages)
+    assert text.startswith("Augustin-Jean Fresnel invented the lens in 1822. [1]")  # wrong [2] moved to [1]
+    assert "Tokyo. (not supported by the sources)" in text or "Tokyo (not supported" in text
+    assert cited == {1} and unsupported == 1

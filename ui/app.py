@@ -77,7 +77,7 @@ def highlight(passage: str, evidence: str) -> str:
 
 def answer_html(answer: Answer, turn: int) -> str:
     """The answer (one HTML block, escaped) with each [n] a link to its source card."""
-    text = escape(answer.text)
+    text = re.sub(r"^\*\*(.+?)\*\*", r"<strong>\1</strong>", escape(answer.text))  # the short answer
     linked = re.sub(r"\[(\d+)\]", lambda m: f'<a href="#src-{turn}-{m.group(1)}">[{m.group(1)}]</a>', text)
     return f"<div>{linked}</div>"
 
