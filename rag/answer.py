@@ -298,7 +298,8 @@ def stream_answer(question: str, hits: list[Hit], decoder, max_tokens: int, copy
     elif copy:
         def respan(sentence: str) -> str:
             """The decoder's short answer copied from one sentence (the encoder's choice)."""
-            one = build_messages(prompt_question, [(passages[0][0], sentence)], abstain=False)
+            # the same examples as the first prompt: llama.cpp keeps their cached prefix for the next question
+            one = build_messages(prompt_question, [(passages[0][0], sentence)], abstain, grounded)
             return "".join(decoder.stream(one, prefix="Answer:", max_tokens=max_tokens, stop=stop,
                                           copy_from=[sentence], avoid_first=_avoid(prompt_question))).strip()
 
