@@ -276,12 +276,14 @@ class RAG:
 
     def _finish_cut_sentence(self, answer: Answer) -> None:
         """A supporting sentence cut off by the end of its passage is completed from the
-        passage that follows it in the document (passages overlap: the overlap is skipped)."""
-        from .compose import first_sentence, readable, unfinished
+        passage that follows it in the document (passages overlap: the overlap is skipped);
+        one that announces a list there ("with these tables:") gets the list's first items."""
+        from .compose import MAX_SENTENCES, first_sentence, readable, sentences, unfinished
 
         cited = next((s for s in answer.sources if s.cited), None)
         last = answer.supporting[-1]
-        if cited is None or not unfinished(last) or not " ".join(cited.text.split()).endswith(last):
+        announces = last.endswith((":", "："))
+        if cited is None or not (unfinished(last) or announces) or not " ".join(cited.text.split()).endswith(last):
             return
         with self.store.snapshot() as snap:
             following = snap.next_chunk(cited.chunk_id)
@@ -289,11 +291,16 @@ class RAG:
             return
         tail = following.text[max(0, cited.hit.end - following.start):] if following.start < cited.hit.end \
             else following.text
-        rest = first_sentence(tail)
-        if not rest:
-            return
-        answer.supporting[-1] = f"{last} {rest}"
-        answer.text = re.sub(r"(\s*(?:\[\d+\])+)$", lambda m: f" {readable(rest)}{m.group(1)}", answer.text, count=1)
+        if announces:
+            items = sentences(tail)[:MAX_SENTENCES]
+            answer.supporting += items
+            rest = " ".join(readable(i) for i in items)
+        else:
+            rest = first_sentence(tail)
+            answer.supporting[-1] = f"{last} {rest}"
+            rest = readable(rest)
+        if rest:
+            answer.text = re.sub(r"(\s*(?:\[\d+\])+)$", lambda m: f" {rest}{m.group(1)}", answer.text, count=1)
 
 
 PRONOUNS = {"it": "", "its": "'s", "they": "", "them": "", "their": "'s", "he": "", "him": "",
