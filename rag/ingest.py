@@ -196,12 +196,14 @@ class Ingestor:
         with self.store.writer(wait=wait, ann_threshold=self.settings.ann_threshold) as w:
             known = w.documents()
             todo: list[Pending] = []  # changed files whose chunks are still to be made
+            pending_shas: set[str] = set()  # their contents (a second copy is linked, not embedded)
+            waiting = 0  # chunks read and not yet encoded (local engine)
             bar = _progress(len(found.files), progress)
             for done, path in enumerate(found.files, 1):
                 bar.set_postfix_str(path.name[-30:], refresh=False)
                 old = known.get(str(path))
                 try:
-                    item, data = self._diff(w, path, old, todo, report)
+                    item, data = self._diff(w, path, old, pending_shas, report)
                     if item is not None and engine == "local" and not item.reuse:
                         item.chunks = self.split(path, data)
                 except Exception as e:  # a reader bug must not abort the batch either
@@ -214,10 +216,11 @@ class Ingestor:
                 if item is None:
                     continue
                 todo.append(item)
-                if engine == "local" and sum(len(p.chunks or ()) for p in todo) >= \
-                        self.settings.encode_batch_size * BATCHES_PER_FLUSH:
+                pending_shas.add(item.sha256)
+                waiting += len(item.chunks or ())
+                if engine == "local" and waiting >= self.settings.encode_batch_size * BATCHES_PER_FLUSH:
                     self._flush(w, todo, report)
-                    todo = []
+                    todo, pending_shas, waiting = [], set(), 0
             bar.close()
             if engine == "ray":
                 self._on_ray(w, todo, known, report, address)
@@ -233,7 +236,7 @@ class Ingestor:
         report.seconds = round(time.perf_counter() - started, 3)
         return report
 
-    def _diff(self, w, path: Path, old: DocumentRow | None, todo: list[Pending],
+    def _diff(self, w, path: Path, old: DocumentRow | None, pending_shas: set[str],
               report: IngestReport) -> tuple[Pending | None, bytes | None]:
         """Stat and hash one file against what the index holds: None when it is unchanged
         (counted), else the Pending file and its bytes."""
@@ -250,7 +253,7 @@ class Ingestor:
             w.put_document(str(path), sha, st.st_mtime, st.st_size)  # touched, not changed
             report.unchanged += 1
             return None, None
-        reuse = w.has_content(sha) or any(p.sha256 == sha for p in todo)  # identical content: link, don't embed
+        reuse = w.has_content(sha) or sha in pending_shas  # identical content: link, don't embed
         return Pending(str(path), sha, st.st_mtime, st.st_size, old is None or old.status != "ok", reuse), data
 
     def split(self, path: str | Path, data: bytes) -> list:
