@@ -90,10 +90,16 @@ class Retriever:
 
 
 def fuse(dense: dict[int, float], keyword: dict[int, float], ids, weight: float) -> dict[int, float]:
-    """Convex combination of the cosine and the BM25 score divided by the best BM25 score
-    (so both lie in about [0, 1]); a score a method did not give counts as 0."""
+    """Convex combination of the cosine rescaled to [0, 1] over the candidates (min-max) and
+    the BM25 score divided by the best one; a score a method did not give counts as 0.
+    Rescaling makes one weight fit every encoder: e5's cosines of a question's candidates
+    span about 0.1, MiniLM's about 0.5 (benchmarks/fusion.py: the same weight is best for
+    both, where the raw cosine needed 0.5 for MiniLM and 0.9 for e5)."""
     top = max(keyword.values(), default=0.0) or 1.0
-    return {i: weight * dense.get(i, 0.0) + (1 - weight) * keyword.get(i, 0.0) / top for i in ids}
+    lo, hi = min(dense.values(), default=0.0), max(dense.values(), default=0.0)
+    spread = (hi - lo) or 1.0
+    return {i: weight * ((dense[i] - lo) / spread if i in dense else 0.0) + (1 - weight) * keyword.get(i, 0.0) / top
+            for i in ids}
 
 
 def _jaccard(a: set, b: set) -> float:

@@ -41,7 +41,7 @@ class Settings:
     # Retrieval
     k: int = 4
     mode: str = "hybrid"  # dense | keyword | hybrid
-    fusion_weight: float = 0.5  # hybrid: weight of the cosine against BM25 (tuned on SQuAD v1.1, benchmarks/retrieval.py)
+    fusion_weight: float = 0.4  # hybrid: weight of the rescaled cosine against BM25 (benchmarks/fusion.py: SQuAD, COVID-QA, CMRC)
     candidates: int = 50  # hybrid: passages taken from each method before fusing
     # Answering
     backend: str = "auto"  # auto | llama.cpp | transformers | openai (or generator "openai:MODEL")

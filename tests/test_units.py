@@ -82,12 +82,17 @@ def test_settings_precedence_and_types(tmp_path, monkeypatch):
 
 # --- hybrid fusion -----------------------------------------------------------------------------
 
-def test_fusion_is_a_convex_combination_of_cosine_and_normalised_bm25():
-    dense = {1: 0.8, 2: 0.4}
+def test_fusion_rescales_the_cosine_and_divides_bm25_by_its_best():
+    dense = {1: 0.8, 2: 0.4, 3: 0.6}
     keyword = {2: 10.0, 3: 5.0}
     fused = fuse(dense, keyword, {1, 2, 3}, weight=0.5)
-    assert fused == pytest.approx({1: 0.4, 2: 0.7, 3: 0.25})
-    assert fuse(dense, {}, {1}, 1.0) == {1: 0.8} and fuse({}, keyword, {3}, 0.0) == {3: 0.5}
+    # cosines 0.8/0.4/0.6 -> 1/0/0.5 over the candidates; BM25 -> 0/1/0.5
+    assert fused == pytest.approx({1: 0.5, 2: 0.5, 3: 0.5})
+    assert fuse(dense, {}, {1, 3}, 1.0) == pytest.approx({1: 1.0, 3: 0.5})
+    assert fuse({}, keyword, {3}, 0.0) == {3: 0.5}
+    # the cosine's scale does not matter: e5's compressed cosines rank like MiniLM's wide ones
+    squeezed = {i: 0.8 + c / 10 for i, c in dense.items()}
+    assert fuse(squeezed, keyword, {1, 2, 3}, 0.4) == pytest.approx(fuse(dense, keyword, {1, 2, 3}, 0.4))
 
 
 # --- vectors -----------------------------------------------------------------------------------
