@@ -112,8 +112,126 @@ def usable_short(span: str, question: str) -> str:
                             question, re.I)
     if re.fullmatch(r"\d{1,2}", s) and not asks_number:
         return ""  # "2": the list number in front of the paragraph, not an answer
+    if has_cjk(s) or has_cjk(question):
+        s = tighten_zh(s, question)
+        if not s:
+            return ""
     n_words = len(s) // 2 if has_cjk(s) else len(s.split())
     return s if n_words <= MAX_SHORT_WORDS else ""
+
+
+# --- Chinese short answers --------------------------------------------------------------------
+# A Chinese span has no spaces to end on, so the decoder copies past the answer ("5条白色之垂直
+# 条纹" for 几条, "2009年加盟上海申花" for 什么时候). What the question asks for says where it ends.
+ASKS_QUANTITY_ZH = re.compile(r"多少|几|多大|多长|多高|多重|多远|多深|多宽|多久|多快")
+ASKS_TIME_ZH = re.compile(r"什么时候|何时|哪一?年|哪个年代|什么年代|什么时间|几月|哪天|哪一天|何年|哪个朝代|什么朝代")
+_NUMERAL = r"(?:\d[\d,.]*|[零〇一二三四五六七八九十百千两]+)"
+# measure words and units after a number (longest first, so 平方公里 wins over 公里)
+_UNITS = sorted("""个 条 只 头 张 本 部 场 次 人次 人 名 位 座 家 所 件 种 项 届 期 年 个月 月 日 天 周 星期 小时
+分钟 秒 岁 公里 千米 米 厘米 公分 毫米 平方公里 平方千米 平方米 公顷 亩 吨 公斤 千克 克 斤 两 元 美元 港元 英镑
+欧元 日元 新台币 % 度 倍 层 站 球 分 集 卷 册 首 枚 架 艘 辆 台 块 株 户 篇 章 节 英尺 英里 英寸 磅 公升 升 毫升
+码 海里 光年 季 轮 局 票 席 级 套 栋 间 幅 首 匹 尾 粒 颗 支 瓶 份 段 代 世纪 cm km kg m""".split(), key=len, reverse=True)
+QUANTITY_ZH = re.compile(
+    rf"(?:约|近|逾|超过|大约|至少|多达|仅)?{_NUMERAL}(?:多|余)?(?:[万亿千百]+)?(?:多|余)?"
+    rf"(?:{'|'.join(map(re.escape, _UNITS))})?(?:多|余)?")
+_DATE_ONE = rf"(?:公元前|公元)?{_NUMERAL}年(?:代|初|底|末)?(?:{_NUMERAL}月(?:{_NUMERAL}日)?)?|{_NUMERAL}月(?:{_NUMERAL}日)?|{_NUMERAL}世纪(?:{_NUMERAL}0年代)?"
+DATE_ZH = re.compile(rf"(?:{_DATE_ONE})(?:\s*[－—–\-~至到]\s*(?:{_DATE_ONE}))?(?:间|前后|左右)?")
+# words that start a copied clause rather than its answer ("位于河北省曲阳县": 河北省曲阳县)
+LEADING_ZH = ("位于", "位在", "坐落于", "是", "为", "于", "在", "由", "被", "即", "乃", "属于", "成为", "称为", "叫做", "叫")
+TRAILING_ZH = ("的", "了", "之")
+
+
+# Chinese keeps the question word where the answer goes (塞雷茨的儿子叫什么 -> ...儿子叫伊恩·卡马):
+# the words around it in the question mark the answer's place in the sentence.
+WH_ZH = re.compile(r"什么时候|什么时间|什么地方|什么样的?|什么|哪一[年天个位种本部]|哪[个些里儿位种家国所部条座项年天]|哪|谁|"
+                   r"多少|几|何时|何地|何处|何人|何种")
+WHY_HOW_ZH = re.compile(r"为什么|为何|怎么|怎样|如何|什么原因")  # the answer is a clause, not a slot
+_CLAUSE_END_ZH = re.compile(r"[，。；！？（(,;]")
+MIN_ANCHOR = 2  # characters of question context that must be found around the answer
+
+
+def align_zh(question: str, sentence: str) -> tuple[str, int]:
+    """(the answer, characters of question context matched around it) by aligning the
+    question's words before and after its question word with the sentence; ("", 0) when
+    the sentence holds neither side."""
+    q = question.strip().rstrip("？?。.! ")
+    m = WH_ZH.search(q)
+    if m is None or not has_cjk(q) or WHY_HOW_ZH.search(q):
+        return "", 0
+    left, right = q[:m.start()].rstrip("着了过的是为"), q[m.end():]
+    start = score = 0
+    found_left = False
+    for n in range(len(left), MIN_ANCHOR - 1, -1):
+        at = sentence.find(left[-n:])
+        if at >= 0:
+            start, score, found_left = at + n, n, True
+            while start < len(sentence) - 1 and sentence[start] in "着了过的是为":
+                start += 1  # the particle dropped from the question's side
+            break
+    end = None
+    for n in range(len(right), 0, -1):
+        at = sentence.find(right[:n], start + 1 if found_left else 0)
+        if at > start or (at >= 0 and not found_left):
+            if n >= MIN_ANCHOR or found_left:
+                end, score = at, score + n
+            break
+    if not found_left and (end is None or score < 2 * MIN_ANCHOR):
+        return "", 0  # a subject answer needs a longer anchor after it
+    if end is None:  # the question ends with its question word: the answer runs to the clause end
+        cut = _CLAUSE_END_ZH.search(sentence, start + 1)
+        end = cut.start() if cut else len(sentence)
+    if not found_left:  # the answer is the subject: from the clause start
+        start = max((c.end() for c in _CLAUSE_END_ZH.finditer(sentence, 0, end)), default=0)
+    unit = re.match("|".join(map(re.escape, _UNITS)), right)
+    if unit and ASKS_QUANTITY_ZH.search(m.group(0)) and sentence.startswith(unit.group(0), end):
+        end += len(unit.group(0))  # 几站 -> 5站: the measure word belongs to the answer
+    answer = re.sub(r"^[\s。，、；：！？）)\]」』”’.,;:!?了着过]+|[\s，、：:,（(]+$", "", sentence[start:end])  # no leading punctuation or particle
+    return (answer, score) if answer and len(answer) <= 40 else ("", 0)
+
+
+# An aligned answer overrules the decoder's span when this many characters of the question
+# were found around it (CMRC dev sample, benchmarks in the README's Chinese answer table).
+ALIGN_OVERRULES = 8
+
+
+def _aligned_short(short: str, question: str, sentence: str) -> str:
+    """The decoder's short answer, or the aligned one (align_zh) where the decoder gave none,
+    or where the alignment is strong and the decoder's answer is not inside it."""
+    aligned, matched = align_zh(question, sentence)
+    aligned = tighten_zh(aligned, question) if aligned else ""
+    if len(re.sub(r"[^\w]|[的是了在和与及或]", "", aligned)) < 1 + (not re.search(r"\d", aligned)):
+        aligned = ""  # particles and punctuation only ("的是")
+    if not aligned or (short and short in aligned):
+        return short or aligned
+    return aligned if not short or matched >= ALIGN_OVERRULES else short
+
+
+def tighten_zh(span: str, question: str) -> str:
+    """The short answer inside a Chinese span: the number and its unit for 多少/几 questions,
+    the date for 什么时候 ones, without a leading verb or preposition or a trailing 的; ""
+    when the span only repeats the question."""
+    s = span
+    if ASKS_QUANTITY_ZH.search(question) and not ASKS_TIME_ZH.search(question):
+        # the first number written in digits, or one in Chinese numerals that starts the span
+        # (a 一 inside a word such as 统一 is no number)
+        m = next((m for m in QUANTITY_ZH.finditer(s) if re.search(r"\d", m.group(0))
+                  or (m.start() == 0 and m.group(0))), None)
+        if m:
+            s = m.group(0)
+    elif ASKS_TIME_ZH.search(question):
+        m = DATE_ZH.search(s)
+        if m:
+            s = m.group(0)
+    for w in LEADING_ZH:
+        if s.startswith(w) and len(s) - len(w) >= 2:
+            s = s[len(w):]
+            break
+    while s.endswith(TRAILING_ZH) and len(s) > 2:
+        s = s[:-1]
+    bare = re.sub(r"\W", "", s)
+    if bare and bare in re.sub(r"\W", "", question):
+        return ""  # the question's own words are not its answer
+    return s
 
 
 def _locate(span: str, passage: str) -> tuple[int, int] | None:
@@ -167,6 +285,8 @@ def compose(span: str, passage: str, question: str, scorer=None, respan=None,
     evidence = passage[spans[chosen[0]][0]:spans[chosen[-1]][1]]
     body = " ".join(r for r in (readable(s) for s in supporting) if r)
     short = usable_short(span, question) if span else ""
+    if has_cjk(question):
+        short = _aligned_short(short, question, " ".join(supporting))
     if factoid and short and _length(short) < 0.6 * _length(body):
         text = f"**{short}**: {body}"
     else:

