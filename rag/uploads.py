@@ -10,14 +10,18 @@ from pathlib import Path
 
 from .documents import supported
 
-MAX_NAME = 120  # characters kept of an uploaded file's name
+# bytes kept of an uploaded file's name (file systems allow 255; a Chinese character takes 3)
+MAX_NAME_BYTES = 200
 
 
 def safe_name(name: str) -> str:
-    """A file name with no directory parts and no surprises."""
+    """A file name with no directory parts and no surprises; a long one keeps its type."""
     name = Path(name.replace("\\", "/")).name
     name = re.sub(r"[^\w.\- ]", "_", name).strip(" .") or "upload"
-    return name[:MAX_NAME]
+    stem, suffix = (name[: -len(Path(name).suffix)], Path(name).suffix[:16]) if Path(name).suffix else (name, "")
+    while stem and len((stem + suffix).encode()) > MAX_NAME_BYTES:
+        stem = stem[:-1]
+    return (stem or "upload") + suffix
 
 
 def refusal(name: str, size: int, max_file_mb: float) -> str | None:

@@ -1,5 +1,7 @@
 """Chinese documents and questions, end to end, with the real multilingual encoder."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,24 +12,7 @@ from rag.documents import Document, Section
 from rag.evaluate import exact_match, f1_score
 from rag.text import content_words, looks_english, segment
 
-ARTICLE = """# 大语言模型简介
-
-## Transformer
-
-Transformer是谷歌在2017年提出的一种神经网络结构，它完全基于注意力机制，抛弃了循环神经网络。这种结构可以并行计算，训练速度更快。
-
-## BERT
-
-BERT是一种基于Transformer编码器的预训练语言模型，由谷歌于2018年发布。它通过掩码语言模型任务进行预训练，适合文本分类和问答等理解类任务。
-
-## GPT
-
-GPT是由OpenAI开发的生成式预训练模型，它使用Transformer的解码器结构，从左到右逐词生成文本。GPT-3拥有1750亿个参数。
-
-## 模型压缩
-
-大模型部署成本很高，常用的模型压缩技术包括量化、剪枝和知识蒸馏。量化把浮点权重换成低比特整数，剪枝去掉不重要的连接。
-"""
+ARTICLE = (Path(__file__).parent / "data" / "llm_zh.md").read_text()  # a short article on large language models
 
 
 def test_segmentation_and_language_detection():

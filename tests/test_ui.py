@@ -115,6 +115,9 @@ def test_upload_names_are_sanitised(tmp_path):
     assert uploads.safe_name("../../etc/passwd") == "passwd"
     assert uploads.safe_name("..\\..\\evil.txt") == "evil.txt"
     assert uploads.safe_name("a<b>:c?.md") == "a_b__c_.md"
+    assert uploads.safe_name("大语言模型简介.md") == "大语言模型简介.md"  # Chinese names stay readable
+    long = uploads.safe_name("模型" * 200 + ".pdf")  # 1,200 bytes in UTF-8: cut to fit, type kept
+    assert long.endswith(".pdf") and len(long.encode()) <= 200
     first = uploads.save(tmp_path, "notes.txt", b"one")
     same = uploads.save(tmp_path, "notes.txt", b"one")
     other = uploads.save(tmp_path, "notes.txt", b"two")
@@ -304,6 +307,48 @@ def test_two_browser_sessions_on_two_indexes_ask_at_once(tmp_path):
                     expect(page.get_by_text(questions[name][1]).first).to_be_visible(timeout=240_000)
             assert server.poll() is None  # still serving
             browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
+def test_browser_chinese_upload_answer_and_highlight(tmp_path):
+    """A Chinese document with a Chinese name, uploaded and asked about in Chinese: the short
+    answer in bold, the source card named by its Chinese file name and heading, the supporting
+    sentence marked inside the passage, every character as written (no escapes, no mojibake)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    server, url = _start_ui(tmp_path / "idx", tmp_path)
+    try:
+        doc = tmp_path / "大语言模型简介.md"
+        doc.write_text((Path(__file__).parent / "data" / "llm_zh.md").read_text())
+        with sync_playwright() as p:
+            browser = _browser(p)
+            page = browser.new_page(viewport={"width": 1300, "height": 1100})
+            page.goto(url, timeout=60_000)
+            expect(page.get_by_text("This index is empty")).to_be_visible(timeout=120_000)
+            page.locator("input[type=file]").set_input_files(str(doc))
+            expect(page.get_by_text("大语言模型简介.md").first).to_be_visible(timeout=60_000)
+            page.get_by_role("button", name="Add to index").click()
+            expect(page.get_by_text("Added 1")).to_be_visible(timeout=180_000)
+            box = page.get_by_placeholder("Ask a question about your documents")
+            box.fill("GPT是由哪家公司开发的？")
+            box.press("Enter")
+            card = page.locator(".src-card").first
+            expect(card).to_contain_text("大语言模型简介.md", timeout=180_000)
+            expect(card).to_contain_text("GPT")
+            answer = page.locator("[data-testid='stChatMessage']").last
+            expect(answer.locator("strong").first).to_contain_text("OpenAI")
+            assert "GPT是由OpenAI开发的生成式预训练模型" in answer.inner_text()
+            marked = card.locator("mark").first.inner_text()
+            assert marked.startswith("GPT是由OpenAI开发的") and marked.endswith("。"), marked
+            assert "&#" not in card.inner_text() and "\\u" not in card.inner_text()
+            shot = Path(os.environ.get("RAG_SCREENSHOT_ZH", tmp_path / "answer-zh.png"))
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+        assert (tmp_path / "idx" / "uploads" / "大语言模型简介.md").is_file()
     finally:
         server.terminate()
         server.wait(timeout=30)
