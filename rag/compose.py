@@ -130,7 +130,7 @@ _NUMERAL = r"(?:\d[\d,.]*|[零〇一二三四五六七八九十百千两]+)"
 _UNITS = sorted("""个 条 只 头 张 本 部 场 次 人次 人 名 位 座 家 所 件 种 项 届 期 年 个月 月 日 天 周 星期 小时
 分钟 秒 岁 公里 千米 米 厘米 公分 毫米 平方公里 平方千米 平方米 公顷 亩 吨 公斤 千克 克 斤 两 元 美元 港元 英镑
 欧元 日元 新台币 % 度 倍 层 站 球 分 集 卷 册 首 枚 架 艘 辆 台 块 株 户 篇 章 节 英尺 英里 英寸 磅 公升 升 毫升
-码 海里 光年 季 轮 局 票 席 级 套 栋 间 幅 首 匹 尾 粒 颗 支 瓶 份 段 代 世纪 cm km kg m""".split(), key=len, reverse=True)
+码 海里 光年 季 轮 局 票 席 级 套 栋 间 幅 匹 尾 粒 颗 支 瓶 份 段 代 世纪 cm km kg m""".split(), key=len, reverse=True)
 QUANTITY_ZH = re.compile(
     rf"(?:约|近|逾|超过|大约|至少|多达|仅)?{_NUMERAL}(?:多|余)?(?:[万亿千百]+)?(?:多|余)?"
     rf"(?:{'|'.join(map(re.escape, _UNITS))})?(?:多|余)?")
@@ -190,7 +190,7 @@ def align_zh(question: str, sentence: str) -> tuple[str, int]:
 
 
 # An aligned answer overrules the decoder's span when this many characters of the question
-# were found around it (CMRC dev sample, benchmarks in the README's Chinese answer table).
+# were found around it (swept 2-10 on a CMRC sample, README's Chinese answer table).
 ALIGN_OVERRULES = 8
 
 
