@@ -158,17 +158,7 @@ def test_browser_upload_ask_and_see_source(tmp_path):
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run"])
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.goto(url, timeout=60_000)
-            expect(page.get_by_text("This index is empty")).to_be_visible(timeout=120_000)
-            page.locator("input[type=file]").set_input_files(str(doc))
-            expect(page.get_by_text("orchids.txt")).to_be_visible(timeout=60_000)  # upload finished
-            page.get_by_role("button", name="Add to index").click()
-            expect(page.get_by_text("Added 1")).to_be_visible(timeout=120_000)
-            box = page.get_by_placeholder("Ask a question about your documents")
-            box.fill("Where is the vanilla orchid pollinated by hand?")
-            box.press("Enter")
-            card = page.locator(".src-card").first
-            expect(card).to_contain_text("orchids.txt", timeout=180_000)
+            card = _upload_and_ask(page, url, doc, "Where is the vanilla orchid pollinated by hand?")
             expect(page.get_by_text("Madagascar").first).to_be_visible()
             expect(page.get_by_text("first token").first).to_be_visible()
             shot = Path(os.environ.get("RAG_SCREENSHOT", tmp_path / "answer.png"))
@@ -179,6 +169,24 @@ def test_browser_upload_ask_and_see_source(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _upload_and_ask(page, url, doc: Path, question: str):
+    """Open the page of an empty index, upload `doc` and add it, ask; the first source card."""
+    from playwright.sync_api import expect
+
+    page.goto(url, timeout=60_000)
+    expect(page.get_by_text("This index is empty")).to_be_visible(timeout=120_000)
+    page.locator("input[type=file]").set_input_files(str(doc))
+    expect(page.get_by_text(doc.name).first).to_be_visible(timeout=60_000)  # upload finished
+    page.get_by_role("button", name="Add to index").click()
+    expect(page.get_by_text("Added 1")).to_be_visible(timeout=180_000)
+    box = page.get_by_placeholder("Ask a question about your documents")
+    box.fill(question)
+    box.press("Enter")
+    card = page.locator(".src-card").first
+    expect(card).to_contain_text(doc.name, timeout=180_000)
+    return card
 
 
 class _Tracker:
@@ -327,17 +335,7 @@ def test_browser_chinese_upload_answer_and_highlight(tmp_path):
         with sync_playwright() as p:
             browser = _browser(p)
             page = browser.new_page(viewport={"width": 1300, "height": 1100})
-            page.goto(url, timeout=60_000)
-            expect(page.get_by_text("This index is empty")).to_be_visible(timeout=120_000)
-            page.locator("input[type=file]").set_input_files(str(doc))
-            expect(page.get_by_text("大语言模型简介.md").first).to_be_visible(timeout=60_000)
-            page.get_by_role("button", name="Add to index").click()
-            expect(page.get_by_text("Added 1")).to_be_visible(timeout=180_000)
-            box = page.get_by_placeholder("Ask a question about your documents")
-            box.fill("GPT是由哪家公司开发的？")
-            box.press("Enter")
-            card = page.locator(".src-card").first
-            expect(card).to_contain_text("大语言模型简介.md", timeout=180_000)
+            card = _upload_and_ask(page, url, doc, "GPT是由哪家公司开发的？")
             expect(card).to_contain_text("GPT")
             answer = page.locator("[data-testid='stChatMessage']").last
             expect(answer.locator("strong").first).to_contain_text("OpenAI")
