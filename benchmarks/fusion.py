@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tqdm import tqdm  # noqa: E402
 
 from rag import RAG  # noqa: E402
-from rag.evaluate import is_hit, load, sample, write_contexts  # noqa: E402
+from rag.evaluate import eval_index, is_hit, load, sample  # noqa: E402
 from rag.retrieve import KEYWORD_DEPTH, fuse  # noqa: E402
 
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
@@ -42,15 +42,9 @@ def pools(rag: RAG, questions, long_contexts: bool, n: int) -> list[dict]:
             dense.update(snap.cosines(vector, missing))
             ids = set(dense) | set(missing)
             rows = snap.chunks(list(ids))
-        gold = {i for i, row in rows.items() if is_hit(row_hit(row), q, long_contexts)}
+        gold = {i for i, row in rows.items() if is_hit(row, q, long_contexts)}
         out.append({"scores": {i: (dense.get(i, 0.0), keyword.get(i, 0.0)) for i in ids}, "gold": gold})
     return out
-
-
-def row_hit(row):
-    class H:  # is_hit reads source, start, end
-        source, start, end = row.source, row.start, row.end
-    return H
 
 
 def order(scores: dict, weight: float, rule: str) -> list[int]:
@@ -87,10 +81,7 @@ def main() -> None:
     args = ap.parse_args()
 
     dataset = load(args.dataset)
-    index = Path(args.index or f"indexes/eval-{dataset.name}")
-    rag = RAG(index)
-    if not (index / "manifest.json").exists():
-        rag.ingest([write_contexts(dataset, index / "corpus")], progress=True)
+    rag = eval_index(dataset, args.index, progress=True)
     questions = [q for q in sample(dataset.questions, args.limit, 0) if not q.impossible and q.source]
     rows = pools(rag, questions, dataset.long_contexts, args.candidates)
     random.Random(1).shuffle(rows)

@@ -21,8 +21,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag import RAG  # noqa: E402
-from rag.evaluate import load, sample, write_contexts  # noqa: E402
+from rag.evaluate import eval_index, load, sample  # noqa: E402
 from rag.models import min_score  # noqa: E402
 
 DEPTH = 50  # passages searched for the best one outside the question's article
@@ -47,10 +46,7 @@ def main() -> None:
     args = ap.parse_args()
 
     dataset = load(args.dataset)
-    index = Path(args.index or f"indexes/eval-{dataset.name}")
-    if not (index / "manifest.json").exists():
-        RAG(index).ingest([write_contexts(dataset, index / "corpus")], progress=True)
-    rag = RAG(index)
+    rag = eval_index(dataset, args.index, progress=True)
     article_of = articles(args.dataset)
     questions = [q for q in sample(dataset.questions, args.limit, 0) if not q.impossible and q.source]
     answerable, absent = [], []

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 
 from .text import content_words, has_cjk
 
+# "How many ...", "how long ...": the answer is a quantity.
+HOW_MUCH = r"how (many|much|long|old|far|big|large|tall|high|often|fast|deep|wide)"
 # Questions whose answer is a short fact: the fact is shown first, emphasised.
 FACTOID = re.compile(
     r"^\W*(who|whom|whose|when|where|which|what (year|day|date|time|percentage|percent|number|amount|"
     r"age|colou?r|size|name|kind|type|country|city|state|language|company|team|decade|century|period)|"
-    r"how (many|much|long|old|far|big|large|tall|high|often|fast|deep|wide)|"
+    rf"{HOW_MUCH}|"
     r"(in|on|at|to|from|for|by) (what|which|whom)|name)\b"
     r"|(谁|哪|何时|几|多少|什么时候|哪一年|哪里|多久|多长|多大|多高)", re.I)
 MAX_SHORT_WORDS = 10  # a longer copied span is a statement, not a short answer
@@ -107,9 +109,8 @@ def usable_short(span: str, question: str) -> str:
     s = re.sub(r"\s*\|\s*", ", ", readable(span)).strip(" ,;:.–—*#")
     if not re.search(r"\w", s):
         return ""
-    asks_number = re.search(r"\b(how (many|much|long|old|far|big|large|tall|high|often|fast|deep|wide)|"
-                            r"when|what (year|date|number|percentage|percent|amount|age))\b|几|多少|哪一年",
-                            question, re.I)
+    asks_number = (re.search(rf"\b({HOW_MUCH}|when|what (year|date|number|percentage|percent|amount|age))\b",
+                             question, re.I) or ASKS_QUANTITY_ZH.search(question) or ASKS_TIME_ZH.search(question))
     if re.fullmatch(r"\d{1,2}", s) and not asks_number:
         return ""  # "2": the list number in front of the paragraph, not an answer
     if has_cjk(s) or has_cjk(question):
@@ -258,11 +259,12 @@ def compose(span: str, passage: str, question: str, scorer=None, respan=None,
     first = next((i for i, (a, b, _) in enumerate(spans) if a <= where[0] < b), 0)
     support = None
     if scorer is not None and len(spans) > 1:
-        sims = list(scorer(question, [readable(t) for _, _, t in spans]))
+        prose = [readable(t) for _, _, t in spans]
+        sims = list(scorer(question, prose))
         for i in range(len(spans) - 1):  # a table's header row names columns, it answers nothing
             if re.fullmatch(r"\|[\s:|-]+\|", spans[i + 1][2]):
                 sims[i] = -1.0
-        sims = [-1.0 if not readable(t) else v for (_, _, t), v in zip(spans, sims)]
+        sims = [v if r else -1.0 for r, v in zip(prose, sims)]
         best = max(range(len(spans)), key=sims.__getitem__)
         if sims[first] < sims[best] - margin:  # the decoder's span lies elsewhere
             first = best

@@ -25,6 +25,7 @@ from .models import cache_dir, cpu_count, encoder_path
 log = logging.getLogger(__name__)
 _MODELS: dict[tuple, object] = {}  # one loaded model per (path, device, runtime) per process
 _MODELS_LOCK = threading.Lock()
+QUERIES_KEPT = 16  # question vectors each Encoder keeps
 
 
 def pick_device(device: str = "auto") -> str:
@@ -47,6 +48,8 @@ class Encoder:
         self.runtime = runtime
         self._model = None
         self._tokenizer = None
+        self._queries: dict[str, np.ndarray] = {}  # the last questions' vectors (see encode_query)
+        self._queries_lock = threading.Lock()
         self.prompts = _prompts(Path(self.path))  # e.g. e5's "query: " / "passage: "
 
     def _pick_runtime(self, device: str) -> str:
@@ -117,13 +120,25 @@ class Encoder:
         return self.encode(texts) @ self.encode_query(query)
 
     def encode_query(self, text: str) -> np.ndarray:
-        """One question's vector, always at full precision."""
+        """One question's vector, always at full precision (read-only). The last few are kept:
+        an answer encodes its question twice, for retrieval and for the sentence check."""
+        with self._queries_lock:
+            cached = self._queries.get(text)
+        if cached is not None:
+            return cached
         model = self.model
-        text = self.prompts.get("query", "") + text
+        prompted = self.prompts.get("query", "") + text
         if isinstance(model, OnnxEncoder):
-            return model.encode([text], query=True)[0]
-        vector = model.encode([text], convert_to_numpy=True, normalize_embeddings=True)[0]
-        return np.ascontiguousarray(vector, dtype=np.float32)
+            vector = model.encode([prompted], query=True)[0]
+        else:
+            vector = model.encode([prompted], convert_to_numpy=True, normalize_embeddings=True)[0]
+        vector = np.ascontiguousarray(vector, dtype=np.float32)
+        vector.setflags(write=False)
+        with self._queries_lock:
+            if len(self._queries) >= QUERIES_KEPT:
+                del self._queries[next(iter(self._queries))]  # the oldest
+            self._queries[text] = vector
+        return vector
 
 
 def _prompts(root: Path) -> dict:

@@ -228,24 +228,28 @@ def answer_metrics(ask, questions: list[Question], progress: bool = False) -> di
     return out
 
 
+def eval_index(dataset: Dataset, index: str | Path | None = None, progress: bool = False, **settings):
+    """The RAG of a dataset's index: `indexes/eval-<name>` unless given, built from the
+    dataset's contexts once (and brought up to date when they are its corpus)."""
+    from .errors import RagError
+    from .qa import RAG
+    from .store import is_index_dir
+
+    index = Path(index) if index else Path("indexes") / f"eval-{dataset.name}"
+    if not is_index_dir(index) or (dataset.contexts and (index / "corpus").is_dir()):
+        if not dataset.contexts:
+            raise RagError(f"{dataset.name} has no contexts to index; pass --index with the documents it refers to")
+        RAG(index, **settings).ingest([write_contexts(dataset, index / "corpus")], progress=progress)
+    return RAG(index, **settings)
+
+
 def run_eval(dataset_path: str | Path, index: str | Path | None = None, modes=("dense", "keyword", "hybrid"),
              ks=(1, 5, 10), limit: int | None = None, seed: int = 0, answers: bool = False,
              progress: bool = False, **settings) -> dict:
     """Evaluate retrieval (and answers) on a dataset. Without `index`, SQuAD-format data gets
     its own named index `indexes/eval-<name>`, built from its contexts once and reused."""
-    from .qa import RAG
-
-    from .store import is_index_dir
-
     dataset = load(dataset_path)
-    index = Path(index) if index else Path("indexes") / f"eval-{dataset.name}"
-    if not is_index_dir(index) or (dataset.contexts and (index / "corpus").is_dir()):
-        if not dataset.contexts:
-            from .errors import RagError
-
-            raise RagError(f"{dataset_path} has no contexts to index; pass --index with the documents it refers to")
-        RAG(index, **settings).ingest([write_contexts(dataset, index / "corpus")], progress=progress)
-    rag = RAG(index, **settings)
+    rag = eval_index(dataset, index, progress, **settings)
     questions = sample(dataset.questions, limit, seed)
     result = {"dataset": dataset.name, "index": str(rag.root), "questions": len(questions),
               "seed": seed, "retrieval": {}}

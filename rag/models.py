@@ -57,15 +57,6 @@ def min_score(encoder: str) -> float:
     return MIN_SCORE.get(encoder.lower(), DEFAULT_MIN_SCORE)
 
 
-# The supporting sentence's cosine to the question under which an answer becomes "not found"
-# (benchmarks/abstain.py on SQuAD v2.0: the most abstention at <= 5% false "not found").
-MIN_SUPPORT = {"all-minilm-l6-v2": 0.0, MULTILINGUAL: 0.0}
-
-
-def min_support(encoder: str) -> float:
-    return MIN_SUPPORT.get(encoder.lower(), 0.0)
-
-
 def choose_encoder(sample: str) -> str:
     """The encoder for a new index whose documents read like `sample`: the English model when
     the text is in Latin script and reads as English, the multilingual one otherwise."""

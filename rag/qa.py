@@ -206,13 +206,6 @@ class RAG:
 
         return self.settings.min_score if self.settings.min_score is not None else min_score(self.settings.encoder)
 
-    @property
-    def min_support(self) -> float:
-        from .models import min_support
-
-        s = self.settings
-        return s.min_support if s.min_support is not None else min_support(s.encoder)
-
     def _abstain(self) -> bool:
         from .models import ABSTAINS_WELL
 
@@ -256,14 +249,13 @@ class RAG:
             if isinstance(item, Answer) and item.found and item.supporting:
                 self._finish_cut_sentence(item)
             if isinstance(item, Answer) and item.found and item.support is not None \
-                    and item.support < self.min_support:
+                    and item.support < self.settings.min_support:
                 # the sentence the answer rests on is too far from the question: say so, show the passages
                 item = Answer(question, NOT_FOUND, item.sources, found=False, timings=item.timings,
                               support=item.support)
                 for s in item.sources:
                     s.cited = False
             yield item
-
 
     def _sentence_scores(self, question: str, sentences: list[str]) -> list[float]:
         """How well each sentence answers the question: the encoder's cosine plus a share of

@@ -54,7 +54,7 @@ class Settings:
     min_score: float | None = None  # top passage cosine below this -> "not found"; None: calibrated per encoder (models.MIN_SCORE)
     sentence_margin: float = 0.10  # the encoder overrules the decoder's sentence when another is closer by this (cosine)
     sentence_word_weight: float = 0.6  # the sentence check adds this times the share of question words it holds (README table)
-    min_support: float | None = None  # supporting sentence cosine below this -> "not found"; None: per encoder (models.MIN_SUPPORT)
+    min_support: float = 0.0  # supporting sentence's score below this -> "not found" (off: no threshold paid off, README)
     abstain: str = "auto"  # on | off | auto: a second example answers "unknown" (on for Gemma, measured)
     diverse: bool = True  # ask: sources are not near-copies of each other
     answer_k: int = 1  # passages in the decoder's prompt (measured best for the tiny default decoders)

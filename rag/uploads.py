@@ -18,7 +18,7 @@ def safe_name(name: str) -> str:
     """A file name with no directory parts and no surprises; a long one keeps its type."""
     name = Path(name.replace("\\", "/")).name
     name = re.sub(r"[^\w.\- ]", "_", name).strip(" .") or "upload"
-    stem, suffix = (name[: -len(Path(name).suffix)], Path(name).suffix[:16]) if Path(name).suffix else (name, "")
+    stem, suffix = Path(name).stem, Path(name).suffix[:16]
     while stem and len((stem + suffix).encode()) > MAX_NAME_BYTES:
         stem = stem[:-1]
     return (stem or "upload") + suffix

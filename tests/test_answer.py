@@ -66,6 +66,16 @@ def test_not_found_skips_the_decoder(tmp_path):
     assert r._generator is None  # no time spent in the decoder
 
 
+def test_a_supporting_sentence_under_min_support_is_not_found(rag):
+    question = "How do honey bees show the direction of flowers?"  # a passage of two sentences: checked
+    answered = rag.ask(question)
+    assert answered.found and answered.support is not None
+    strict = RAG(rag.root, min_support=answered.support + 0.01)  # the same question, a stricter setting
+    refused = strict.ask(question)
+    assert not refused.found and refused.text == NOT_FOUND and refused.support == pytest.approx(answered.support)
+    assert refused.sources and not any(s.cited for s in refused.sources)
+
+
 def test_empty_index_says_how_to_ingest(tmp_path):
     answer = RAG(tmp_path / "nothing").ask("anything?")
     assert not answer.found and answer.text == EMPTY_INDEX and "rag ingest" in answer.text

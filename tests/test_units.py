@@ -164,6 +164,23 @@ def test_without_ray_installed_the_error_says_how_to_install(monkeypatch):
 # --- encoder runtimes (loads the real MiniLM three ways: a few seconds) -------------------------
 
 @pytest.mark.slow
+def test_question_vectors_are_kept_and_read_only():
+    from rag.encoder import QUERIES_KEPT, Encoder
+
+    encoder = Encoder("all-MiniLM-L6-v2")
+    first = encoder.encode_query("Who invented the Fresnel lens?")
+    assert encoder.encode_query("Who invented the Fresnel lens?") is first  # retrieval, then the sentence check
+    with pytest.raises(ValueError):
+        first[0] = 1.0  # shared: nobody may change it
+    for i in range(QUERIES_KEPT):
+        encoder.encode_query(f"question {i}")
+    again = encoder.encode_query("Who invented the Fresnel lens?")  # the oldest was dropped: computed anew
+    assert again is not first and np.allclose(again, first, atol=1e-6)
+    sims = encoder.similarities("Who invented the Fresnel lens?", ["Fresnel invented the lens.", "Bread."])
+    assert sims[0] > sims[1]
+
+
+@pytest.mark.slow
 def test_onnx_vectors_match_pytorch():
     """The README's claim: fp32 ONNX gives PyTorch's vectors; int8 ONNX keeps their ranking."""
     from rag.encoder import Encoder
