@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rag import RAG  # noqa: E402
-from rag.answer import strip_markers  # noqa: E402
+from rag.present import plain  # noqa: E402
 from rag.evaluate import Question, contains_answer, load, retrieval_metrics  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -76,7 +76,7 @@ def main() -> None:
             if not args.no_answers:
                 answers = [rag.ask(q.question) for q in questions]
                 row["answer_contains"] = round(sum(
-                    contains_answer(strip_markers(a.text).replace("**", ""), q.answers) if a.found else 0.0
+                    contains_answer(plain(a), q.answers) if a.found else 0.0
                     for a, q in zip(answers, questions)) / len(questions), 3)
                 row["not_found"] = round(sum(not a.found for a in answers) / len(questions), 3)
             result["table"].append(row)

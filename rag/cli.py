@@ -14,7 +14,7 @@ import textwrap
 from dataclasses import asdict
 
 from .errors import RagError
-from .present import timings_line, where
+from .present import safe, timings_line, where
 
 
 def _positive(text: str) -> int:
@@ -71,14 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="retrieve the best passages for a query")
     p.add_argument("query")
     _common(p)
-    p.add_argument("-k", type=_positive, default=5, help="number of passages (default: %(default)s)")
+    p.add_argument("-k", type=_positive, help="number of passages (default: the k setting, 4)")
     p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], help="retrieval method")
 
     p = sub.add_parser("ask", help="answer a question from the documents, with numbered sources",
                        description="Streams the answer as it is generated, then the numbered sources and timings.")
     p.add_argument("question")
     _common(p)
-    p.add_argument("-k", type=_positive, help="sources to retrieve and show (default: 4); the decoder "
+    p.add_argument("-k", type=_positive, help="sources to retrieve and show (default: the k setting, 4); the decoder "
                                              "reads the best answer_k of them (default: 1)")
     p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], help="retrieval method")
     p.add_argument("--generator", help="decoder: gemma3-270m (default), smollm2, a GGUF file, a Hugging "
@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, help="longest answer in tokens")
     p.add_argument("--free", action="store_true",
                    help="let the decoder write freely instead of copying spans from the passages")
+    p.add_argument("--server", metavar="URL",
+                   help="ask a running `rag serve` (e.g. http://127.0.0.1:8000) instead of loading the models "
+                        "here; key in RAG_API_KEY")
 
     p = sub.add_parser("eval", help="measure retrieval (and answer) quality on a labelled dataset",
                        description="DATASET: SQuAD-format JSON (v1.1, v2.0, COVID-QA) or JSONL of "
@@ -120,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("remove", help="remove a document (or all under a folder) from the index")
     p.add_argument("paths", nargs="+", metavar="PATH")
     _common(p)
+
+    p = sub.add_parser("serve", help="the HTTP API (OpenAI-compatible, with sources)",
+                       description="Serve indexes over HTTP: /v1/chat/completions, /v1/models, /v1/embeddings "
+                                   "(OpenAI-compatible, answers carry their sources), /v1/search, "
+                                   "/v1/indexes/NAME[/documents]; API docs at /docs. See docs/api.md.")
+    p.add_argument("--index", "-i", action="append", metavar="NAME",
+                   help="index to serve (repeat for several; default: every index under indexes/)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: %(default)s, this machine only; another needs --keys)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--keys", metavar="FILE", help="keys file: which key may read and write which index "
+                                                  "(make one with `python -m rag.keys add FILE --index NAME`)")
+    p.add_argument("--queue", type=int, default=8, help="questions waiting for the decoder before 429 (default: %(default)s)")
+    p.add_argument("--deadline", type=float, default=120.0, help="seconds a request may take in all (default: %(default)s)")
     return parser
 
 
@@ -132,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except RagError as e:
-        print(f"rag: error: {e}", file=sys.stderr)
+        print(f"rag: error: {safe(str(e), keep_newlines=False)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("rag: interrupted; the index is as it was at the last commit", file=sys.stderr)
@@ -151,7 +168,7 @@ def _emit(args, value) -> None:
 
 def _print_failed(report) -> None:
     for f in report.failed:
-        print(f"failed {f.path}: {f.reason}", file=sys.stderr)
+        print(f"failed {safe(f.path, keep_newlines=False)}: {safe(f.reason, keep_newlines=False)}", file=sys.stderr)
 
 
 def cmd_ingest(args) -> int:
@@ -165,7 +182,7 @@ def cmd_ingest(args) -> int:
     _print_failed(report)
     shown = report.skipped_files if args.verbose else report.skipped_files[:20]
     for f in shown:
-        print(f"skipped {f.path}: {f.reason}", file=sys.stderr)
+        print(f"skipped {safe(f.path, keep_newlines=False)}: {safe(f.reason, keep_newlines=False)}", file=sys.stderr)
     if len(shown) < len(report.skipped_files):
         print(f"skipped {len(report.skipped_files) - len(shown)} more (-v or --json lists them all)", file=sys.stderr)
     if args.json:
@@ -184,46 +201,58 @@ def cmd_search(args) -> int:
     if not hits:
         print("no passages found")
     for h in hits:
-        print(f"[{h.rank}] {h.score:.3f}  {where(h)}")
-        print(textwrap.indent(textwrap.shorten(h.text, 400, placeholder=" ..."), "    "))
+        print(f"[{h.rank}] {h.score:.3f}  {safe(where(h), keep_newlines=False)}")
+        print(textwrap.indent(safe(textwrap.shorten(h.text, 400, placeholder=" ...")), "    "))
     return 0
 
 
 def cmd_ask(args) -> int:
+    if args.server: return _ask_remote(args)  # noqa: E701
     from .answer import Answer
+    from .present import terminal
 
     rag = _rag(args, generator=args.generator, backend=args.backend, copy=False if args.free else None)
-    live = sys.stdout.isatty() and not args.json  # a terminal sees the words as they come
-    answer, streamed = None, ""
-    for piece in rag.stream(args.question, k=args.k, mode=args.mode, max_tokens=args.max_tokens):
-        if isinstance(piece, Answer):
-            answer = piece
-        elif live:
-            streamed += piece
-            print(piece, end="", flush=True)
+    live = sys.stdout.isatty() and not args.json  # a terminal sees the decoder's words as they come
+    answer, drafted = None, ""
+    for event in rag.stream(args.question, k=args.k, mode=args.mode, max_tokens=args.max_tokens):
+        if isinstance(event, Answer):
+            answer = event
+        elif live:  # a draft, shown dim on a status line that the answer then replaces
+            drafted += event
+            print(f"\r\033[2m{safe(_last_line(drafted))}\033[0m\033[K", end="", flush=True)
     if args.json:
         _emit(args, answer.to_dict())
         return 0
-    if live and streamed:  # the streamed span is replaced by the whole statement built around it
-        width = shutil.get_terminal_size().columns
-        up = (len(streamed) - 1) // max(1, width)
-        print("\r" + (f"\033[{up}A" if up else "") + "\033[J", end="")
-    print(emphasis(answer.text, live))
-    if answer.sources:
-        print("\nSources:" if answer.found else "\nClosest passages:")
-    for s in answer.sources:
-        mark = "*" if s.cited else " "
-        print(f"{mark}[{s.n}] {where(s)}  (score {s.score:.3f})")
-        print(textwrap.indent(textwrap.shorten(s.evidence or s.text, 240, placeholder=" ..."), "     "))
+    if drafted and live:
+        print("\r\033[K", end="")
+    print(terminal(answer, bold=live))
+    _print_sources(answer.sources, answer.found)
     print("\n" + timings_line(answer.timings), file=sys.stderr)
     return 0
 
 
+def _last_line(text: str) -> str:
+    """What fits the terminal's status line: the end of the draft."""
+    width = max(10, shutil.get_terminal_size().columns - 1)
+    flat = " ".join(text.split())
+    return flat[-width:]
+
+
+def _print_sources(sources, found: bool) -> None:
+    if sources:
+        print("\nSources:" if found else "\nClosest passages:")
+    for s in sources:
+        mark = "*" if s.cited else " "
+        print(f"{mark}[{s.n}] {safe(where(s), keep_newlines=False)}  (score {s.score:.3f})")
+        print(textwrap.indent(safe(textwrap.shorten(s.evidence or s.text, 240, placeholder=" ...")), "     "))
+
+
 def emphasis(text: str, terminal: bool) -> str:
-    """**short answer** in bold on a terminal, plain elsewhere."""
+    """A Markdown answer (from a server) for the terminal: **short answer** in bold on a
+    terminal, plain elsewhere; control characters escaped."""
     import re
 
-    return re.sub(r"\*\*(.+?)\*\*", "\033[1m\\1\033[0m" if terminal else "\\1", text)
+    return re.sub(r"\*\*(.+?)\*\*", "\033[1m\\1\033[0m" if terminal else "\\1", safe(text))
 
 
 def cmd_eval(args) -> int:
@@ -265,7 +294,7 @@ def cmd_info(args) -> int:
     print(f"{'size':14} {info.size_bytes / 2**20:.1f} MB")
     print(f"{'failed':14} {len(info.failed)}")
     for f in info.failed:
-        print(f"  {f.path}: {f.reason}")
+        print(f"  {safe(f.path, keep_newlines=False)}: {safe(f.reason, keep_newlines=False)}")
     return 0
 
 
@@ -289,8 +318,33 @@ def cmd_rebuild(args) -> int:
     return 1 if report.failed else 0
 
 
+def cmd_serve(args) -> int:
+    from .server import Limits, serve
+
+    serve(args.index, args.host, args.port, args.keys, Limits(waiting=args.queue, deadline_s=args.deadline))
+    return 0
+
+
+def _ask_remote(args) -> int:
+    """`rag ask --server URL`: the same output, from a running `rag serve`."""
+    from types import SimpleNamespace
+
+    from .client import ask
+
+    index = os.path.basename(str(args.index).rstrip("/")) or args.index
+    data = ask(args.server, index, args.question, k=args.k, mode=args.mode, max_tokens=args.max_tokens)
+    if args.json:
+        _emit(args, {k: v for k, v in data.items() if k not in ("id", "object", "created", "model", "choices", "usage")})
+        return 0
+    print(emphasis(data["answer"], sys.stdout.isatty()))
+    _print_sources([SimpleNamespace(**s) for s in data.get("sources", [])], bool(data.get("found")))
+    print("\n" + timings_line(SimpleNamespace(**data["timings"])) + f" (server {args.server})", file=sys.stderr)
+    return 0
+
+
 COMMANDS = {"rebuild": cmd_rebuild, "ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask, "info": cmd_info,
-            "remove": cmd_remove, "eval": cmd_eval, "ui": cmd_ui}
+            "remove": cmd_remove, "eval": cmd_eval, "ui": cmd_ui,
+            "serve": cmd_serve}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 passage and the span; rag turns that into a complete statement: the short answer (a name,
 a date, a number) inside the sentence of the source that supports it, or, for what/how/why
 questions, the one to three sentences that answer. A freely written answer (a bigger model)
-keeps only the citations whose sentence its source supports."""
+is checked in `citations.py`."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ class Composed:
     supporting: list[str] = field(default_factory=list)  # the source's sentences, verbatim
     evidence: str = ""  # the verbatim stretch of the passage they cover (for highlighting)
     support: float | None = None  # the question's similarity to the chosen sentence (encoder)
+    said: list[str] = field(default_factory=list)  # the supporting sentences as prose (the statement's)
+    short_first: bool = False  # the text opens with the short answer
 
 
 # A line that is a unit of its own: a heading, a table row, a quote, or the start of a list item.
@@ -246,32 +248,50 @@ def _locate(span: str, passage: str) -> tuple[int, int] | None:
     return (m.start(), m.end()) if m else None
 
 
-def compose(span: str, passage: str, question: str, scorer=None, respan=None,
-            margin: float = SENTENCE_MARGIN) -> Composed:
-    """The readable answer around `span`, a verbatim copy from `passage`. `scorer(question,
-    sentences) -> similarities` (the encoder) checks the decoder's choice of sentence: when
-    another sentence of the passage is closer to the question by `margin`, that one answers,
-    and `respan(sentence)` asks the decoder for the short answer inside it."""
+@dataclass
+class Choice:
+    """The sentence of the passage an answer rests on (an index into the sentence table)."""
+    where: tuple[int, int]  # the copied span's place in the passage
+    index: int
+    support: float | None = None  # its score in the sentence check
+    overruled: bool = False  # the check chose another sentence than the decoder's
+
+
+def sentence_table(passage: str) -> list[tuple[int, int, str]]:
+    """(start, end, words) of each sentence of the passage."""
+    return [(a, b, " ".join(passage[a:b].split())) for a, b in sentence_spans(passage)]
+
+
+def locate(span: str, passage: str, table: list[tuple[int, int, str]]) -> Choice | None:
+    """The sentence the decoder copied `span` from, or None when the span is not in the passage."""
     where = _locate(span, passage)
     if where is None:
-        return Composed(text=span, short=usable_short(span, question))
-    spans = [(a, b, " ".join(passage[a:b].split())) for a, b in sentence_spans(passage)]
-    first = next((i for i, (a, b, _) in enumerate(spans) if a <= where[0] < b), 0)
-    support = None
-    if scorer is not None and len(spans) > 1:
-        prose = [readable(t) for _, _, t in spans]
-        sims = list(scorer(question, prose))
-        for i in range(len(spans) - 1):  # a table's header row names columns, it answers nothing
-            if re.fullmatch(r"\|[\s:|-]+\|", spans[i + 1][2]):
-                sims[i] = -1.0
-        sims = [v if r else -1.0 for r, v in zip(prose, sims)]
-        best = max(range(len(spans)), key=sims.__getitem__)
-        if sims[first] < sims[best] - margin:  # the decoder's span lies elsewhere
-            first = best
-            span = respan(spans[best][2]) if respan is not None else ""
-            where = (spans[best][0], spans[best][0])
-        support = sims[first]
-    chosen = [first]
+        return None
+    return Choice(where, next((i for i, (a, b, _) in enumerate(table) if a <= where[0] < b), 0))
+
+
+def check_sentence(choice: Choice, table: list[tuple[int, int, str]], scores: list[float],
+                   margin: float = SENTENCE_MARGIN) -> Choice:
+    """The decoder's sentence, unless another is closer to the question by `margin` in
+    `scores` (the encoder's, one per sentence of the table): then that one, `overruled`."""
+    sims = list(scores)
+    for i in range(len(table) - 1):  # a table's header row names columns, it answers nothing
+        if re.fullmatch(r"\|[\s:|-]+\|", table[i + 1][2]):
+            sims[i] = -1.0
+    sims = [v if readable(t) else -1.0 for (_, _, t), v in zip(table, sims)]
+    best = max(range(len(table)), key=sims.__getitem__)
+    if sims[choice.index] < sims[best] - margin:  # the decoder's span lies elsewhere
+        return Choice((table[best][0], table[best][0]), best, sims[best], overruled=True)
+    return Choice(choice.where, choice.index, sims[choice.index])
+
+
+def statement(span: str, passage: str, table: list[tuple[int, int, str]], choice: Choice,
+              question: str) -> Composed:
+    """The readable answer around `span` in the chosen sentence: for what/how/why questions
+    the sentence and the next ones while short; a list announced, its items; a span running
+    past its sentence, the sentences it covers; the short answer first for a factoid."""
+    where, chosen = choice.where, [choice.index]
+    spans = table
     factoid = is_factoid(question)
     if not factoid:  # an explanation: the sentence and the next ones while it is short
         while (len(chosen) < MAX_SENTENCES and chosen[-1] + 1 < len(spans)
@@ -285,15 +305,29 @@ def compose(span: str, passage: str, question: str, scorer=None, respan=None,
         chosen.append(chosen[-1] + 1)
     supporting = [spans[i][2] for i in chosen]
     evidence = passage[spans[chosen[0]][0]:spans[chosen[-1]][1]]
-    body = " ".join(r for r in (readable(s) for s in supporting) if r)
+    said = [r for r in (readable(s) for s in supporting) if r]
+    body = " ".join(said)
     short = usable_short(span, question) if span else ""
     if has_cjk(question):
         short = _aligned_short(short, question, " ".join(supporting))
-    if factoid and short and _length(short) < 0.6 * _length(body):
-        text = f"**{short}**: {body}"
-    else:
-        text = body
-    return Composed(text=text, short=short, supporting=supporting, evidence=evidence, support=support)
+    lead = bool(factoid and short and _length(short) < 0.6 * _length(body))
+    return Composed(text=f"**{short}**: {body}" if lead else body, short=short, supporting=supporting,
+                    evidence=evidence, support=choice.support, said=said, short_first=lead)
+
+
+def compose(span: str, passage: str, question: str, scores: list[float] | None = None,
+            margin: float = SENTENCE_MARGIN) -> Composed:
+    """The readable answer around `span`, a verbatim copy from `passage`. `scores`: the sentence
+    check's score for each of `sentences(passage)`; when it overrules the decoder's sentence,
+    the span is dropped (the answer pipeline asks the decoder again inside the new sentence)."""
+    table = sentence_table(passage)
+    choice = locate(span, passage, table)
+    if choice is None:
+        return Composed(text=span, short=usable_short(span, question), said=[span])
+    if scores is not None and len(table) > 1:
+        choice = check_sentence(choice, table, scores, margin)
+        span = "" if choice.overruled else span
+    return statement(span, passage, table, choice, question)
 
 
 def unfinished(sentence: str) -> bool:
@@ -309,31 +343,3 @@ def first_sentence(text: str) -> str:
 
 def _length(text: str) -> int:
     return len(text) // 2 if has_cjk(text) else len(text.split())
-
-
-def supported_by(sentence: str, passage: str, threshold: float = 0.5) -> bool:
-    """Does the passage support the sentence: most of its content words are in it."""
-    words = set(content_words(sentence))
-    return bool(words) and len(words & set(content_words(passage))) >= threshold * len(words)
-
-
-def check_free_answer(text: str, passages: list[str]) -> tuple[str, set[int], int]:
-    """A freely written answer's citations checked sentence by sentence: a [n] stays only
-    where passage n supports its sentence; a sentence no passage supports is marked.
-    Returns (text, passages cited, sentences without support)."""
-    out, cited, unsupported = [], set(), 0
-    for sentence in sentences(text):
-        bare = re.sub(r"\s*\[\d+\]", "", sentence).strip()
-        if not bare:
-            continue
-        marked = [int(n) for n in re.findall(r"\[(\d+)\]", sentence) if 1 <= int(n) <= len(passages)]
-        keep = [n for n in marked if supported_by(bare, passages[n - 1])]
-        if not keep:  # the model cited nothing that holds: find the passage that does
-            keep = [n for n, p in enumerate(passages, 1) if supported_by(bare, p)][:1]
-        if keep:
-            cited.update(keep)
-            out.append(bare + " " + "".join(f"[{n}]" for n in keep))
-        else:
-            unsupported += 1
-            out.append(bare + " (not supported by the sources)")
-    return " ".join(out), cited, unsupported

@@ -15,6 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import BadDataset
+
 
 @dataclass
 class Question:
@@ -34,27 +36,105 @@ class Dataset:
 
 
 def load(path: str | Path) -> Dataset:
+    """Read a dataset, checking its shape: a file that is not one names its first bad record
+    (BadDataset, one line) instead of failing somewhere inside the evaluation."""
     path = Path(path)
-    if path.suffix == ".jsonl":
-        questions = []
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                answers = r.get("answers") or []
-                questions.append(Question(r["question"], answers if isinstance(answers, list) else [answers],
-                                          r.get("source"), impossible=not answers))
-        return Dataset(path.stem, {}, questions)
-    data = json.loads(path.read_text())["data"]
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise BadDataset(f"cannot read the dataset {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise BadDataset(f"{path} is not UTF-8 text; a dataset is SQuAD-format JSON or JSONL") from None
+    if not text.strip():
+        raise BadDataset(f"{path} is empty; a dataset is SQuAD-format JSON or JSONL of "
+                         '{"question", "answers", "source"}')
+    dataset = _load_jsonl(path, text) if path.suffix.lower() in (".jsonl", ".ndjson") else _load_squad(path, text)
+    if not dataset.questions:
+        raise BadDataset(f"{path} holds no questions")
+    return dataset
+
+
+def _bad(path: Path, where: str, what: str) -> BadDataset:
+    return BadDataset(f"{path}: {where}: {what}" if where else f"{path}: {what}")
+
+
+def _kind(value) -> str:
+    return "null" if value is None else {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+                                         int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _string(path: Path, where: str, record: dict, key: str, required: bool = True):
+    value = record.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        shown = "missing" if key not in record else "empty" if value == "" else _kind(value)
+        raise _bad(path, where, f'"{key}" must be a non-empty string, not {shown}')
+    return value
+
+
+def _parse(path: Path, text: str, where: str = ""):
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise _bad(path, where, "JSON nested too deeply") from None
+    except json.JSONDecodeError as e:
+        at = f"line {e.lineno} column {e.colno}" if not where else f"column {e.colno}"
+        raise _bad(path, where, f"not valid JSON ({e.msg} at {at})") from None
+
+
+def _load_jsonl(path: Path, text: str) -> Dataset:
+    questions = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"line {n}"
+        r = _parse(path, line, where)
+        if not isinstance(r, dict):
+            raise _bad(path, where, f'expected an object {{"question", "answers", "source"}}, not {_kind(r)}')
+        question = _string(path, where, r, "question")
+        answers = r.get("answers")
+        answers = [] if answers is None else answers if isinstance(answers, list) else [answers]
+        if not all(isinstance(a, str) for a in answers):
+            raise _bad(path, where, '"answers" must be a string or a list of strings')
+        source = _string(path, where, r, "source", required=False)
+        questions.append(Question(question, answers, source, impossible=not answers))
+    return Dataset(path.stem, {}, questions)
+
+
+def _load_squad(path: Path, text: str) -> Dataset:
+    top = _parse(path, text)
+    if not isinstance(top, dict) or not isinstance(top.get("data"), list):
+        hint = " (JSON Lines? name the file .jsonl)" if isinstance(top, dict) and "question" in top else ""
+        raise _bad(path, "", 'expected SQuAD-format JSON, {"data": [{"paragraphs": [{"context", "qas"}]}]}, '
+                   f"or a .jsonl file{hint}")
     contexts, questions = {}, []
-    for article in data:
-        for para in article["paragraphs"]:
+    for i, article in enumerate(top["data"]):
+        where = f"data[{i}]"
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            raise _bad(path, where, 'expected an object with a "paragraphs" list')
+        for j, para in enumerate(article["paragraphs"]):
+            where = f"data[{i}].paragraphs[{j}]"
+            if not isinstance(para, dict) or not isinstance(para.get("qas"), list):
+                raise _bad(path, where, 'expected an object with "context" and a "qas" list')
+            context = _string(path, where, para, "context")
             name = f"ctx{len(contexts):05d}.txt"
-            contexts[name] = para["context"]
-            for qa in para["qas"]:
-                answers = [a["text"] for a in qa.get("answers", [])]
-                starts = [a["answer_start"] for a in qa.get("answers", [])]
+            contexts[name] = context
+            for q, qa in enumerate(para["qas"]):
+                where = f"data[{i}].paragraphs[{j}].qas[{q}]"
+                if not isinstance(qa, dict):
+                    raise _bad(path, where, f'expected an object with a "question", not {_kind(qa)}')
+                question = _string(path, where, qa, "question")
+                given = qa.get("answers") or []
+                if not isinstance(given, list) or not all(
+                        isinstance(a, dict) and isinstance(a.get("text"), str)
+                        and isinstance(a.get("answer_start", 0), int) and not isinstance(a.get("answer_start"), bool)
+                        for a in given):
+                    raise _bad(path, where, '"answers" must be a list of {"text": string, "answer_start": number}')
+                answers = [a["text"] for a in given]
+                starts = [a.get("answer_start", -1) for a in given]
                 impossible = bool(qa.get("is_impossible")) or not answers
-                questions.append(Question(qa["question"], answers, name, starts, impossible))
+                questions.append(Question(question, answers, name, starts, impossible))
     mean = sum(map(len, contexts.values())) / max(1, len(contexts))
     return Dataset(path.stem, contexts, questions, long_contexts=mean > 5000)
 
@@ -196,7 +276,7 @@ def answer_metrics(ask, questions: list[Question], progress: bool = False) -> di
     not-found answer) over unanswerable ones; latency percentiles."""
     from tqdm import tqdm
 
-    from .answer import strip_markers
+    from .present import plain
 
     em, f1, contains, wrong_abstain, first, total = [], [], [], [], [], []
     supported, recall = [], []
@@ -209,7 +289,7 @@ def answer_metrics(ask, questions: list[Question], progress: bool = False) -> di
         if q.impossible:
             abstain_ok.append(not answer.found)
             continue
-        whole = strip_markers(answer.text).replace("**", "") if answer.found else ""
+        whole = plain(answer)
         short = (answer.short or whole) if answer.found else ""
         em.append(exact_match(short, q.answers))
         f1.append(f1_score(short, q.answers))

@@ -1,9 +1,84 @@
-"""How rag names a passage and reports an answer's timings to a person: one wording for
-the CLI and the web page."""
+"""Every way rag shows an answer or a passage: Markdown (the web page, the HTTP API), the
+terminal, plain text (scoring), JSON. One wording for every door, rendered from the
+`Answer` record, never parsed back out of text."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import asdict
 from pathlib import Path
+
+from .citations import strip_markers
+
+UNSUPPORTED = "(not supported by the sources)"
+
+
+def statement(sentences) -> str:
+    """Sentences with their citation markers: "It was lit in 1897. [1]"."""
+    parts = []
+    for s in sentences:
+        if s.cites:
+            parts.append(f"{s.text} " + "".join(f"[{n}]" for n in s.cites))
+        elif not s.supported:
+            parts.append(f"{s.text} {UNSUPPORTED}")
+        else:
+            parts.append(s.text)
+    return " ".join(parts)
+
+
+def markdown(answer) -> str:
+    """What a person reads: the short answer in bold before its cited sentence(s), or the note
+    of an answer that was not found."""
+    if not answer.found:
+        return answer.note
+    body = statement(answer.sentences)
+    return f"**{answer.short}**: {body}" if answer.short_first else body
+
+
+def plain(answer) -> str:
+    """The answer's words without markup or markers (what the scorers compare with gold)."""
+    return strip_markers(markdown(answer)).replace("**", "") if answer.found else ""
+
+
+def source_dict(s) -> dict:
+    span = s.evidence_span
+    return {"n": s.n, "source": s.source, "page": s.page, "heading": s.heading, "score": s.score,
+            "text": s.text, "cited": s.cited, "evidence": s.evidence,
+            "evidence_span": list(span) if span else None}
+
+
+def as_dict(answer) -> dict:
+    """`rag ask --json`, and the extra fields of the HTTP API's answers."""
+    return {"question": answer.question, "answer": markdown(answer), "short_answer": answer.short,
+            "supporting": answer.supporting, "found": answer.found,
+            "sources": [source_dict(s) for s in answer.sources], "timings": asdict(answer.timings)}
+
+
+# --- the terminal ---------------------------------------------------------------------------
+
+# C0 and C1 control characters but newline and tab: an escape sequence from a document or a
+# model server (set the title, clear the screen) must print as text, not act.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_AND_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(text: str, keep_newlines: bool = True) -> str:
+    """Text as it may be printed to a terminal: control characters shown as \\xNN (newlines
+    kept where `keep_newlines`, e.g. in an answer; escaped in a file name)."""
+    pattern = _CONTROL if keep_newlines else _CONTROL_AND_BREAKS
+    return pattern.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(text))
+
+
+def terminal(answer, bold: bool) -> str:
+    """The answer for a terminal: the short answer in bold where `bold`, control characters
+    of documents and servers escaped."""
+    if not answer.found:
+        return safe(answer.note)
+    body = safe(statement(answer.sentences))
+    if not answer.short_first:
+        return body
+    short = safe(answer.short)
+    return f"\033[1m{short}\033[0m: {body}" if bold else f"{short}: {body}"
 
 
 def where(passage, full_path: bool = True, heading: bool = True) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
-from .answer import EMPTY_INDEX, NOT_FOUND, Answer, Source, Timer, stream_answer
+from .answer import Answer, Draft
 from .encoder import Encoder
 from .errors import BadIndex, RagError
 from .ingest import IngestReport, Ingestor, absolute, under
+from .pipeline import AnswerPipeline, Question
 from .retrieve import Hit, Retriever
 from .settings import Settings
 from .store import DocumentInfo, FileProblem, IndexInfo, Store, is_index_dir
@@ -34,6 +36,7 @@ class RAG:
         self._store: Store | None = None
         self._encoder: Encoder | None = None
         self._generator = None
+        self._pipeline: AnswerPipeline | None = None
         self._lock = threading.RLock()
         if is_index_dir(self.root):
             self._adopt_manifest(explicit)
@@ -74,11 +77,11 @@ class RAG:
     def generator(self):
         """The process-wide decoder for this RAG's settings (shared with every other RAG)."""
         if self._generator is None:
-            from .generate import load_decoder
+            from .decoders import load_decoder
 
             s = self.settings
             self._generator = load_decoder(s.generator, s.backend, s.device, s.context_window,
-                                           s.openai_base_url, s.request_timeout)
+                                           s.openai_base_url, s.request_timeout, s.answer_timeout)
         return self._generator
 
     def warm_up(self) -> dict:
@@ -206,12 +209,17 @@ class RAG:
 
         return self.settings.min_score if self.settings.min_score is not None else min_score(self.settings.encoder)
 
-    def _abstain(self) -> bool:
+    @property
+    def abstains(self) -> bool:
+        """Whether the prompt shows the decoder how to answer "unknown" (setting `abstain`)."""
         from .models import ABSTAINS_WELL
 
         if self.settings.abstain == "auto":
             return self.settings.generator.lower() in ABSTAINS_WELL
         return self.settings.abstain.lower() in ("on", "1", "true", "yes")
+
+    def index_is_empty(self) -> bool:
+        return not is_index_dir(self.root) or self.store.is_empty()
 
     def ask(self, question: str, k: int | None = None, history: list | None = None,
             mode: str | None = None, max_tokens: int | None = None) -> Answer:
@@ -222,77 +230,16 @@ class RAG:
         return answer
 
     def stream(self, question: str, k: int | None = None, history: list | None = None,
-               mode: str | None = None, max_tokens: int | None = None):
-        """Yield the answer text piece by piece, then the complete `Answer`."""
-        timer = Timer()
-        k = _positive_k(k, self.settings.k)
-        rewritten, query = rewrite_follow_up(question, history)
-        if not is_index_dir(self.root) or self.store.is_empty():
-            timer.mark("retrieve_ms")
-            yield EMPTY_INDEX
-            yield Answer(question, EMPTY_INDEX, [], found=False, timings=timer.finish())
-            return
-        hits = self.search(query, k=k, mode=mode, diverse=self.settings.diverse)
-        timer.mark("retrieve_ms")
-        top = hits[0].dense if hits else None
-        if not hits or (top is not None and top < self.min_score):
-            yield NOT_FOUND
-            yield Answer(question, NOT_FOUND, [Source(i, h, h.text) for i, h in enumerate(hits, 1)],
-                         found=False, timings=timer.finish())
-            return
-        # the decoder queues concurrent questions on its own lock (one per loaded model)
-        for item in stream_answer(question, hits, self.generator,
-                                  max_tokens or self.settings.max_tokens, self.settings.copy, timer,
-                                  prompt_k=self.settings.answer_k, rewritten=rewritten,
-                                  abstain=self._abstain(), scorer=self._sentence_scores,
-                                  margin=self.settings.sentence_margin):
-            if isinstance(item, Answer) and item.found and item.supporting:
-                self._finish_cut_sentence(item)
-            if isinstance(item, Answer) and item.found and item.support is not None \
-                    and item.support < self.settings.min_support:
-                # the sentence the answer rests on is too far from the question: say so, show the passages
-                item = Answer(question, NOT_FOUND, item.sources, found=False, timings=item.timings,
-                              support=item.support)
-                for s in item.sources:
-                    s.cited = False
-            yield item
-
-    def _sentence_scores(self, question: str, sentences: list[str]) -> list[float]:
-        """How well each sentence answers the question: the encoder's cosine plus a share of
-        the question's words it holds (SQuAD-style wording reuse; weight in Settings)."""
-        from .compose import overlap
-
-        cosines = self.encoder.similarities(question, sentences)
-        w = self.settings.sentence_word_weight
-        return [float(c) + w * overlap(question, s) for c, s in zip(cosines, sentences)]
-
-    def _finish_cut_sentence(self, answer: Answer) -> None:
-        """A supporting sentence cut off by the end of its passage is completed from the
-        passage that follows it in the document (passages overlap: the overlap is skipped);
-        one that announces a list there ("with these tables:") gets the list's first items."""
-        from .compose import MAX_SENTENCES, first_sentence, readable, sentences, unfinished
-
-        cited = next((s for s in answer.sources if s.cited), None)
-        last = answer.supporting[-1]
-        announces = last.endswith((":", "："))
-        if cited is None or not (unfinished(last) or announces) or not " ".join(cited.text.split()).endswith(last):
-            return
-        with self.store.snapshot() as snap:
-            following = snap.next_chunk(cited.chunk_id)
-        if following is None or (following.page, following.heading) != (cited.page, cited.heading):
-            return
-        tail = following.text[max(0, cited.hit.end - following.start):] if following.start < cited.hit.end \
-            else following.text
-        if announces:
-            items = sentences(tail)[:MAX_SENTENCES]
-            answer.supporting += items
-            rest = " ".join(readable(i) for i in items)
-        else:
-            rest = first_sentence(tail)
-            answer.supporting[-1] = f"{last} {rest}"
-            rest = readable(rest)
-        if rest:
-            answer.text = re.sub(r"(\s*(?:\[\d+\])+)$", lambda m: f" {rest}{m.group(1)}", answer.text, count=1)
+               mode: str | None = None, max_tokens: int | None = None) -> Iterator[Draft | Answer]:
+        """Yield `Draft` pieces of the decoder's span as it writes, then the complete `Answer`
+        (the pipeline is in rag/pipeline.py). The decoder queues concurrent questions on its
+        own lock (one per loaded model)."""
+        s = self.settings
+        text, query = rewrite_follow_up(question, history)
+        q = Question(question, text, query, _positive_k(k, s.k), mode or s.mode, max_tokens or s.max_tokens)
+        if self._pipeline is None:
+            self._pipeline = AnswerPipeline(self)
+        yield from self._pipeline.stream(q)
 
 
 PRONOUNS = {"it": "", "its": "'s", "they": "", "them": "", "their": "'s", "he": "", "him": "",

@@ -42,7 +42,7 @@ class Retriever:
         settings = settings or Settings()
         self.fusion_weight, self.candidates = settings.fusion_weight, settings.candidates
 
-    def search(self, query: str, k: int = 5, mode: str = "hybrid", diverse: bool = False) -> list[Hit]:
+    def search(self, query: str, k: int = Settings.k, mode: str = Settings.mode, diverse: bool = False) -> list[Hit]:
         """The k best passages. `diverse`: skip near-copies of a passage already chosen, so
         k passages say k different things (MMR's aim, without its tuning)."""
         if diverse:

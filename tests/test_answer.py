@@ -7,7 +7,9 @@ import sys
 import pytest
 
 from rag import RAG
-from rag.answer import EMPTY_INDEX, NOT_FOUND, Answer, attach_citations, fit_passages
+from rag.answer import EMPTY_INDEX, NOT_FOUND, Answer
+from rag.citations import attach_citations
+from rag.prompt import fit_passages
 from rag.retrieve import Hit
 
 pytestmark = pytest.mark.slow  # loads the decoders

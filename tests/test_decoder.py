@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rag import RAG, RagError, selfcheck
-from rag.generate import load_decoder
+from rag.decoders import load_decoder
 from rag.models import generator_path
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rag.errors import BadIndex, IndexLocked
-from rag.generate import CopyConstraint
+from rag.decoders import CopyConstraint
 from rag.qa import rewrite_follow_up
 from rag.retrieve import fuse
 from rag.settings import Settings
@@ -236,26 +236,29 @@ def test_compose_puts_the_short_answer_in_its_sentence():
 
 
 def test_compose_lets_the_encoder_overrule_a_far_off_sentence():
-    from rag.compose import compose
+    from rag.compose import compose, sentences
 
     passage = "The museum opened in 1793. The pyramid was designed by I. M. Pei. Tickets cost 17 euros."
+    # stands in for the encoder's scores: the pyramid sentence is closest
+    scores = [0.9 if "pyramid" in s else 0.2 for s in sentences(passage)]
 
-    def scorer(question, sentences):  # stands in for the encoder: the pyramid sentence is closest
-        return [0.9 if "pyramid" in s else 0.2 for s in sentences]
-
-    made = compose("17 euros", passage, "Who designed the pyramid?", scorer)
+    made = compose("17 euros", passage, "Who designed the pyramid?", scores)
     assert "I. M. Pei" in made.text and made.short == "" and made.support == 0.9
-    kept = compose("I. M. Pei", passage, "Who designed the pyramid?", scorer)
+    kept = compose("I. M. Pei", passage, "Who designed the pyramid?", scores)
     assert kept.short == "I. M. Pei" and kept.text.startswith("**I. M. Pei**")
 
 
 def test_free_answers_keep_only_supported_citations():
-    from rag.compose import check_free_answer
+    from rag.citations import check_free_answer
+    from rag.present import statement
 
     passages = ["The Fresnel lens was invented by Augustin-Jean Fresnel in 1822.",
                 "Mount Etna is the most active volcano in Europe."]
-    text, cited, unsupported = check_free_answer(
+    checked = check_free_answer(
         "Augustin-Jean Fresnel invented the lens in 1822 [2]. It was made of gold and sold in Tokyo [1].", passages)
+    text = statement(checked)
+    cited = {n for s in checked for n in s.cites}
+    unsupported = sum(not s.supported for s in checked)
     assert text.startswith("Augustin-Jean Fresnel invented the lens in 1822. [1]")  # wrong [2] moved to [1]
     assert "Tokyo. (not supported by the sources)" in text or "Tokyo (not supported" in text
     assert cited == {1} and unsupported == 1

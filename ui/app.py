@@ -12,14 +12,19 @@ from pathlib import Path
 
 import streamlit as st
 
-from rag import RAG, RagError
+from rag import RAG, RagError, Settings
 from rag.answer import Answer
-from rag.present import timings_line, where
+from rag.present import UNSUPPORTED, timings_line, where
 from rag.qa import resolve_index
 from rag.store import is_index_dir
 
-GENERATORS = ["gemma3-270m", "smollm2"]
+BUNDLED_GENERATORS = ["gemma3-270m", "smollm2"]
 MODES = ["hybrid", "dense", "keyword"]
+
+
+def choices(first: str, others: list[str]) -> list[str]:
+    """`others` with the configured value first (rag.toml or RAG_*: an `openai:` model too)."""
+    return [first] + [o for o in others if o != first]
 
 
 def cli_index() -> str:
@@ -76,10 +81,16 @@ def highlight(passage: str, evidence: str) -> str:
 
 
 def answer_html(answer: Answer, turn: int) -> str:
-    """The answer (one HTML block, escaped) with each [n] a link to its source card."""
-    text = re.sub(r"^\*\*(.+?)\*\*", r"<strong>\1</strong>", escape(answer.text))  # the short answer
-    linked = re.sub(r"\[(\d+)\]", lambda m: f'<a href="#src-{turn}-{m.group(1)}">[{m.group(1)}]</a>', text)
-    return f"<div>{linked}</div>"
+    """The answer (one HTML block, escaped), built from its parts: the short answer in bold,
+    then each sentence with its [n] linking to the source card."""
+    parts = []
+    for s in answer.sentences:
+        links = "".join(f'<a href="#src-{turn}-{n}">[{n}]</a>' for n in s.cites)
+        parts.append(escape(s.text) + (f" {links}" if links else "" if s.supported else f" {UNSUPPORTED}"))
+    body = " ".join(parts)
+    if answer.short_first:
+        body = f"<strong>{escape(answer.short)}</strong>: {body}"
+    return f"<div>{body}</div>"
 
 
 def source_card(s, turn: int) -> str:
@@ -94,7 +105,7 @@ def show_answer(answer: Answer, turn: int) -> None:
     if answer.found:
         st.markdown(answer_html(answer, turn), unsafe_allow_html=True)
     else:
-        st.warning(answer.text)
+        st.warning(plain(answer.text))
     if answer.sources:
         label = "Sources" if answer.found else "Closest passages"
         with st.expander(f"{label} ({len(answer.sources)})", expanded=True):
@@ -116,7 +127,7 @@ def upload_panel(rag: RAG) -> None:
                 [(f.name, f.getvalue()) for f in files],
                 on_file=lambda done, total, path: bar.progress(done / total, text=f"{done}/{total} {Path(path).name}"))
         except RagError as e:
-            st.error(str(e))
+            st.error(plain(str(e)))
         bar.empty()
         st.session_state.upload_round = st.session_state.get("upload_round", 0) + 1
         st.rerun()
@@ -129,7 +140,7 @@ def last_report() -> None:
         st.success(f"Added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
                    f"failed {len(report.failed)}")
         for f in report.failed:
-            st.error(f"{Path(f.path).name}: {f.reason}")
+            st.error(plain(f"{Path(f.path).name}: {f.reason}"))
 
 
 def documents_panel(rag: RAG) -> None:
@@ -156,10 +167,11 @@ def main() -> None:
         index = st.selectbox("Index", known_indexes(cli_index()), help="indexes found under indexes/")
         custom = st.text_input("or an index path", "")
         index = custom.strip() or index
-        generator = st.selectbox("Decoder", GENERATORS)
-        k = st.slider("Passages", 1, 10, 4)
-        max_tokens = st.slider("Answer length (tokens)", 8, 256, 48)
-        mode = st.selectbox("Retrieval", MODES)
+        configured = Settings.load()  # the widgets start from rag.toml / RAG_*, never override it
+        generator = st.selectbox("Decoder", choices(configured.generator, BUNDLED_GENERATORS))
+        k = st.slider("Passages", 1, max(10, configured.k), configured.k)
+        max_tokens = st.slider("Answer length (tokens)", 8, max(256, configured.max_tokens), configured.max_tokens)
+        mode = st.selectbox("Retrieval", choices(configured.mode, MODES))
         if st.button("New conversation"):
             st.session_state.messages = []
             st.rerun()
@@ -168,7 +180,7 @@ def main() -> None:
             loaded = warm_up(index, generator)
             info = rag.info() if is_index_dir(rag.root) else None
         except RagError as e:
-            st.error(str(e))
+            st.error(plain(str(e)))
             return
         if info:
             st.caption(f"{info.documents} documents · {info.chunks} chunks · {info.encoder} · "
@@ -201,16 +213,23 @@ def main() -> None:
         with st.chat_message("assistant"):
             final: list[Answer] = []
 
-            def pieces():
-                for piece in rag.stream(question, k=k, history=history, mode=mode, max_tokens=max_tokens):
-                    if isinstance(piece, Answer):
-                        final.append(piece)
+            def drafts():
+                """The decoder's span as it writes (replaced below by the answer built around it)."""
+                yield "*Reading the passages ...*  \n"
+                for event in rag.stream(question, k=k, history=history, mode=mode, max_tokens=max_tokens):
+                    if isinstance(event, Answer):
+                        final.append(event)
                     else:
-                        yield plain(piece)
+                        yield plain(event)
 
             placeholder = st.empty()
-            with placeholder.container():
-                st.write_stream(pieces)
+            try:
+                with placeholder.container():
+                    st.write_stream(drafts)
+            except RagError as e:  # a model server's fault: its message shown as text, never as markup
+                placeholder.empty()
+                st.error(plain(str(e)))
+                return
             placeholder.empty()
             answer = final[0]
             turn = len(st.session_state.messages) + 1
