@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .settings import Settings
 from .text import content_words, has_cjk
 
 # "How many ...", "how long ...": the answer is a quantity.
@@ -23,8 +24,8 @@ FACTOID = re.compile(
 MAX_SHORT_WORDS = 10  # a longer copied span is a statement, not a short answer
 MAX_SENTENCES = 3
 ENOUGH_WORDS = 25  # an explanation keeps adding the next sentence until it has this many words
-# The decoder's sentence stands unless another is closer to the question by this much (cosine).
-SENTENCE_MARGIN = 0.10
+# The decoder's sentence stands unless another is closer to the question by this much.
+SENTENCE_MARGIN = Settings.sentence_margin
 
 
 @dataclass

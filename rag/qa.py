@@ -15,7 +15,7 @@ from .ingest import IngestReport, Ingestor, absolute, under
 from .pipeline import AnswerPipeline, Question
 from .retrieve import Hit, Retriever
 from .settings import Settings
-from .store import DocumentInfo, FileProblem, IndexInfo, Store, is_index_dir
+from .store import DocumentInfo, FileProblem, IndexInfo, Store, is_index_dir, listed_paths, new_manifest
 from .text import STOPWORDS_EN as STOPWORDS
 
 
@@ -126,10 +126,9 @@ class RAG:
                 if self.settings.chunk_size > encoder.max_tokens:
                     raise RagError(f"chunk_size {self.settings.chunk_size} exceeds the encoder's "
                                    f"limit of {encoder.max_tokens} word pieces")
-                self._store = Store.create(self.root, {
-                    "encoder": self.settings.encoder, "dimension": encoder.dimension, "normalized": True,
-                    "metric": "inner_product", "chunk_size": self.settings.chunk_size,
-                    "chunk_overlap": self.settings.chunk_overlap})
+                s = self.settings
+                self._store = Store.create(self.root, new_manifest(s.encoder, encoder.dimension, s.chunk_size,
+                                                                   s.chunk_overlap))
             return Ingestor(self.store, self.encoder, self.settings).run(paths, prune, progress, wait, on_file,
                                                                         engine, address)
 
@@ -154,17 +153,9 @@ class RAG:
         """Re-ingest every document an index lists into a fresh index, then swap it in; the old
         one is kept beside it as `<name>.damaged-<time>` until you delete it."""
         import shutil
-        import sqlite3
         import time
 
-        from .store import DB_NAME
-
-        try:
-            with sqlite3.connect(f"file:{self.root / DB_NAME}?mode=ro", uri=True) as conn:
-                paths = [r[0] for r in conn.execute("SELECT path FROM documents")]
-        except sqlite3.DatabaseError as e:
-            raise BadIndex(f"cannot read the document list of {self.root} ({e}); ingest your folders "
-                              f"again into a new index: rag ingest PATH --index NEW") from None
+        paths = listed_paths(self.root)
         fresh = self.root.with_name(self.root.name + ".rebuild")
         shutil.rmtree(fresh, ignore_errors=True)
         existing = [p for p in paths if Path(p).exists()]
