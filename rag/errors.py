@@ -28,3 +28,19 @@ class UnreadableFile(RagError):
 
 class ModelNotFound(RagError):
     """A model name or path could not be resolved to local files."""
+
+
+class BadSetting(RagError):
+    """A setting (rag.toml, RAG_* environment, argument) has a value outside what it allows."""
+
+
+class BadDataset(RagError):
+    """An evaluation dataset (`rag eval`) is not of a shape rag reads; the message names the first bad record."""
+
+
+class CannotWrite(RagError):
+    """The index cannot be changed (read-only file system, no permission); reading it still works."""
+
+
+class DiskFull(CannotWrite):
+    """No space left where the index is written; the index is as it was at its last commit."""

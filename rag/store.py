@@ -10,9 +10,11 @@ so the vectors and the texts they see always belong together. One writer at a ti
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import shutil
 import re
 import signal
 import sqlite3
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import vectors
-from .errors import BadIndex, IndexLocked, damaged
+from .errors import BadIndex, CannotWrite, DiskFull, IndexLocked, damaged
 from .settings import Settings
 from .text import STOPWORDS, has_cjk, segment
 
@@ -134,13 +136,32 @@ def read_manifest(root: Path) -> dict:
     return manifest
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{path}", uri=True, timeout=30, isolation_level=None, check_same_thread=False)
-    # the keyword index holds Chinese cut into words (English unchanged): see rag.text
-    conn.create_function("rag_segment", 1, lambda t: segment(t) if t else t, deterministic=True)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
+    """A connection for reading and writing, or (`read_only`, an index on a read-only disk or
+    without write permission) for reading: `mode=ro`, or `immutable=1` where SQLite cannot
+    create the WAL's shared-memory file beside the database (no writer can be there either)."""
+    for query in ("?mode=ro", "?immutable=1") if read_only else ("",):
+        conn = sqlite3.connect(f"file:{path}{query}", uri=True, timeout=30, isolation_level=None,
+                               check_same_thread=False)
+        # the keyword index holds Chinese cut into words (English unchanged): see rag.text
+        conn.create_function("rag_segment", 1, lambda t: segment(t) if t else t, deterministic=True)
+        if read_only:
+            try:
+                conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+                return conn
+            except sqlite3.OperationalError as e:
+                conn.close()
+                if e.sqlite_errorname != "SQLITE_CANTOPEN" or query != "?mode=ro":
+                    raise
+                continue
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
     return conn
+
+
+def writable(root: Path) -> bool:
+    """Whether this process may change the index at `root` (the folder and its database)."""
+    return os.access(root, os.W_OK) and os.access(root / DB_NAME, os.W_OK)
 
 
 class Snapshot:
@@ -218,8 +239,9 @@ class Store:
             raise BadIndex(f"{self.root} is not a rag index (no {MANIFEST_NAME}/{DB_NAME}); "
                            "create it with `rag ingest PATH --index ...`")
         self.manifest = read_manifest(self.root)
+        self.read_only = not writable(self.root)  # searched as it is; writing says why not
         with damage_reported(self.root):
-            self._conn = _connect(self.root / DB_NAME)
+            self._conn = _connect(self.root / DB_NAME, self.read_only)
         self._lock = threading.RLock()
         self._faiss = None
         self._generation = -1
@@ -234,12 +256,13 @@ class Store:
     def create(cls, root: str | Path, manifest: dict) -> "Store":
         """Make a new, empty index directory (atomically: manifest written last)."""
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        with _connect(root / DB_NAME) as conn:
-            conn.executescript(SCHEMA)
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
-        now = time.strftime("%Y-%m-%dT%H:%M:%S")
-        _write_json(root / MANIFEST_NAME, {"format": FORMAT_VERSION, "created": now, **manifest})
+        with writes_reported(root, creating=True):
+            root.mkdir(parents=True, exist_ok=True)
+            with _connect(root / DB_NAME) as conn:
+                conn.executescript(SCHEMA)
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+            now = time.strftime("%Y-%m-%dT%H:%M:%S")
+            _write_json(root / MANIFEST_NAME, {"format": FORMAT_VERSION, "created": now, **manifest})
         return cls(root)
 
     @contextmanager
@@ -317,9 +340,13 @@ class Writer:
     def __init__(self, store: Store, wait: float = 0.0, ann_threshold: int = Settings.ann_threshold):
         self.store, self.root = store, store.root
         self.ann_threshold = ann_threshold
-        self._lock_file = _lock(self.root / LOCK_NAME, wait)
+        self.conn = None
+        if store.read_only or not writable(self.root):
+            raise CannotWrite(read_only_message(self.root))
+        with writes_reported(self.root):
+            self._lock_file = _lock(self.root / LOCK_NAME, wait)
         try:
-            with damage_reported(self.root):
+            with writes_reported(self.root), damage_reported(self.root):
                 self.conn = _connect(self.root / DB_NAME)
                 self.conn.executescript(SCHEMA)  # adds tables an older rag did not have
                 self.conn.execute("BEGIN IMMEDIATE")
@@ -336,8 +363,11 @@ class Writer:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, exc, tb):
         self.close()
+        problem = write_problem(self.root, exc, strict=True) if exc is not None else None
+        if problem is not None:  # a full disk mid-ingest: one line, the last commit intact
+            raise problem from None
 
     def close(self):
         if self.conn is not None:
@@ -429,14 +459,15 @@ class Writer:
             return
         self.index = vectors.maybe_approximate(self.index, self.ann_threshold)
         generation = self.generation + 1
-        if self.index is not None:
-            checksum = vectors.write(self.index, vectors.vectors_file(self.root, generation))
-            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('vectors_crc32', ?)", (checksum,))
-        crash_point("vectors-written")  # new vector file on disk, SQLite still names the old one
-        self.conn.execute("UPDATE meta SET value=? WHERE key='generation'", (str(generation),))
-        self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_ingest', ?)",
-                          (time.strftime("%Y-%m-%dT%H:%M:%S"),))
-        self.conn.execute("COMMIT")  # the commit point
+        with writes_reported(self.root):
+            if self.index is not None:
+                checksum = vectors.write(self.index, vectors.vectors_file(self.root, generation))
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('vectors_crc32', ?)", (checksum,))
+            crash_point("vectors-written")  # new vector file on disk, SQLite still names the old one
+            self.conn.execute("UPDATE meta SET value=? WHERE key='generation'", (str(generation),))
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_ingest', ?)",
+                              (time.strftime("%Y-%m-%dT%H:%M:%S"),))
+            self.conn.execute("COMMIT")  # the commit point
         crash_point("committed")  # committed, the previous generation's file not yet cleaned
         self.generation = generation
         self._clean_orphans()
@@ -467,15 +498,88 @@ def _lock(path: Path, wait: float):
 QUICK_CHECK_BYTES = 256 * 2**20
 
 
+# SQLite errors that say nothing about the database's health: a read-only disk or missing
+# permission, a full disk, a busy or locked database. Only the others mean damage.
+NOT_DAMAGE = {"SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH", "SQLITE_FULL",
+              "SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_INTERRUPT", "SQLITE_NOMEM", "SQLITE_IOERR"}
+
+
 @contextmanager
 def damage_reported(root: Path):
-    """SQLite's 'file is not a database' / 'malformed' become one clear BadIndex."""
+    """SQLite's 'file is not a database' / 'malformed' become one clear BadIndex; a read-only
+    disk or a full one is said as such (renaming a healthy index to .damaged helps no one)."""
     try:
         yield
     except sqlite3.DatabaseError as e:
-        if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
-            raise
+        primary = "_".join((getattr(e, "sqlite_errorname", None) or "").split("_")[:2])  # SQLITE_IOERR_WRITE
+        if primary in NOT_DAMAGE or (
+                isinstance(e, sqlite3.OperationalError) and "locked" in str(e)):
+            problem = write_problem(root, e)
+            if problem is None:
+                raise
+            raise problem from None
         raise BadIndex(damaged(root, f"{DB_NAME}: {e}")) from None
+
+
+def read_only_message(root: Path, reason: str = "") -> str:
+    reason = reason or ("read-only file system" if _read_only_fs(root) else "no permission to write")
+    return (f"the index {root} cannot be changed ({reason}): it can still be searched; "
+            f"to add documents, copy it to a writable place or ingest into another --index")
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _free(path: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(path).free / 2**20:.1f} MB free"
+    except OSError:
+        return "free space unknown"
+
+
+def write_problem(root: Path, e: BaseException, creating: bool = False, strict: bool = False) -> Exception | None:
+    """The one-line error for a write that failed because of the disk (full, read-only, no
+    permission, I/O), or None when `e` is something else. `strict`: only what cannot come
+    from anything but the index's disk (an error that merely passed through a write session)."""
+    if isinstance(e, (CannotWrite, BadIndex, IndexLocked)) or not isinstance(e, Exception):
+        return None
+    name, text = getattr(e, "sqlite_errorname", None) or "", str(e)
+    code = e.errno if isinstance(e, OSError) else None
+    line = (text.splitlines() or [type(e).__name__])[0][:200]
+    if code in (errno.ENOSPC, errno.EDQUOT) or name == "SQLITE_FULL" or (
+            isinstance(e, RuntimeError) and "No space left" in text):
+        return DiskFull(f"no space left on the disk that holds {root} ({_free(root.parent if creating else root)}); "
+                        + ("nothing was created" if creating else "the index is as it was at its last commit")
+                        + ": free some space and try again")
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else ""
+    if code == errno.EROFS or name in ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH") or (
+            code in (errno.EACCES, errno.EPERM) and not strict):
+        if creating:
+            return CannotWrite(f"cannot create the index {root} ({reason or line}); choose a writable place "
+                               "with --index PATH")
+        return CannotWrite(read_only_message(root, reason))
+    if name.startswith("SQLITE_IOERR") or (not strict and isinstance(e, OSError)) or (
+            not strict and isinstance(e, RuntimeError) and "write" in text.lower()):
+        what = "create" if creating else "write"
+        return CannotWrite(f"cannot {what} the index {root} ({reason or line}); "
+                           + ("nothing was created" if creating else "the index is as it was at its last commit"))
+    return None
+
+
+@contextmanager
+def writes_reported(root: Path, creating: bool = False):
+    """A failed write because of the disk becomes one line (CannotWrite, DiskFull)."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - anything else passes through unchanged
+        problem = write_problem(root, e, creating)
+        if problem is None:
+            raise
+        raise problem from None
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -493,3 +597,19 @@ def fts_query(text: str) -> str:
     words = [w for w in re.findall(r"\w+", segment(text).lower())
              if w not in STOPWORDS and (len(w) > 1 or has_cjk(w))]
     return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+
+
+def new_manifest(encoder: str, dimension: int, chunk_size: int, chunk_overlap: int) -> dict:
+    """What a new index records about how it was built (an index keeps its encoder and chunking)."""
+    return {"encoder": encoder, "dimension": dimension, "normalized": True, "metric": "inner_product",
+            "chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
+
+
+def listed_paths(root: Path) -> list[str]:
+    """The document paths an index lists, read-only: enough of a damaged index to rebuild it."""
+    try:
+        with sqlite3.connect(f"file:{Path(root) / DB_NAME}?mode=ro", uri=True) as conn:
+            return [r[0] for r in conn.execute("SELECT path FROM documents")]
+    except sqlite3.DatabaseError as e:
+        raise BadIndex(f"cannot read the document list of {root} ({e}); ingest your folders "
+                       f"again into a new index: rag ingest PATH --index NEW") from None
