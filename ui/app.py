@@ -8,6 +8,7 @@ import html
 import os
 import re
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import streamlit as st
@@ -41,10 +42,25 @@ def get_rag(index: str, generator: str) -> RAG:
     return RAG(index, generator=generator)
 
 
-@st.cache_resource(show_spinner="Loading the encoder and the decoder (once per server) ...")
-def warm_up(index: str, generator: str) -> dict:
-    """Load the models when the page opens, so the first question does not wait for them."""
-    return get_rag(index, generator).warm_up()
+@st.cache_resource(show_spinner=False)
+def warming(index: str, generator: str) -> Future:
+    """Load the models in the background from the moment the page first opens (once per
+    server): the page, uploads and documents are usable meanwhile, and the first question
+    waits only for what is left."""
+    return ThreadPoolExecutor(1, thread_name_prefix="rag-ui-warm-up").submit(get_rag(index, generator).warm_up)
+
+
+@st.fragment(run_every=1.0)
+def model_status(loading: Future) -> None:
+    """Where the models are, updated every second until they are ready."""
+    if not loading.done():
+        st.caption("⏳ loading the encoder and the decoder (once per server) ...")
+    elif loading.exception() is not None:
+        st.error(plain(str(loading.exception())))
+        warming.clear()  # the next page load tries again
+    else:
+        took = loading.result()
+        st.caption(f"models ready (encoder {took['encoder_s']:.1f} s, decoder {took['decoder_s']:.1f} s to load)")
 
 
 def known_indexes(current: str) -> list[str]:
@@ -177,7 +193,7 @@ def main() -> None:
             st.rerun()
         try:
             rag = get_rag(index, generator)
-            loaded = warm_up(index, generator)
+            loading = warming(index, generator)
             info = rag.info() if is_index_dir(rag.root) else None
         except RagError as e:
             st.error(plain(str(e)))
@@ -185,7 +201,7 @@ def main() -> None:
         if info:
             st.caption(f"{info.documents} documents · {info.chunks} chunks · {info.encoder} · "
                        f"{info.size_bytes / 2**20:.1f} MB")
-        st.caption(f"models ready (encoder {loaded['encoder_s']:.1f} s, decoder {loaded['decoder_s']:.1f} s to load)")
+        model_status(loading)
 
     st.header("Ask your documents")
     with st.expander("Add documents", expanded=not info or info.chunks == 0):
@@ -224,6 +240,9 @@ def main() -> None:
 
             placeholder = st.empty()
             try:
+                if not loading.done():
+                    with st.spinner("Loading the models (once per server) ..."):
+                        loading.result()
                 with placeholder.container():
                     st.write_stream(drafts)
             except RagError as e:  # a model server's fault: its message shown as text, never as markup
