@@ -1,6 +1,6 @@
 """`rag serve` under load: requests per second and p50/p95 latency at 1, 4, 16 and 64
 concurrent clients for search and for chat (chat also: time to the first draft event of a
-stream), errors by status; then one question through `rag ask` (a new process that loads
+stream), errors by status; searches while 4 clients keep the decoder busy; then one question through `rag ask` (a new process that loads
 both models) vs `rag ask --server` vs one API request.
 
 The server is started here on a free port over --index (default: the repository's docs/,
@@ -101,6 +101,15 @@ async def load(url: str, model: str, kind: str, clients: int, seconds: float) ->
             "errors": {s: n for s, n in statuses.items() if s != 200}}
 
 
+async def mixed(url: str, model: str, clients: int, seconds: float) -> dict:
+    """`clients` searching while 4 other clients keep the decoder busy: searches must not wait."""
+    search, chat = await asyncio.gather(load(url, model, "search", clients, seconds),
+                                        load(url, model, "chat", 4, seconds))
+    search["kind"] = "search (4 chatting)"
+    search["errors"].update({f"chat {s}": n for s, n in chat["errors"].items()})
+    return search
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -119,8 +128,8 @@ def main() -> None:
     ap.add_argument("--index", help="index to serve (default: docs/ indexed under benchmarks/.cache)")
     ap.add_argument("--clients", default="1,4,16,64")
     ap.add_argument("--seconds", type=float, default=10.0, help="per kind and client count")
-    ap.add_argument("--kinds", default="search,chat")
-    ap.add_argument("--runs", type=int, default=3, help="questions timed per way of asking")
+    ap.add_argument("--kinds", default="search,chat,search+chat")
+    ap.add_argument("--runs", type=int, default=3, help="questions timed per way of asking (0: skip)")
     args = ap.parse_args()
     index = Path(args.index) if args.index else docs_index()
     model = index.name
@@ -145,21 +154,24 @@ def main() -> None:
         rows = []
         for kind in args.kinds.split(","):
             for clients in (int(c) for c in args.clients.split(",")):
-                rows.append(asyncio.run(load(url, model, kind, clients, args.seconds)))
+                rows.append(asyncio.run(mixed(url, model, clients, args.seconds)) if kind == "search+chat"
+                            else asyncio.run(load(url, model, kind, clients, args.seconds)))
                 print(json.dumps(rows[-1]), file=sys.stderr)
         rss1 = rss_mb(server.pid)
 
         q = QUESTIONS[0]
         ways = {"`rag ask` (new process)": [*RAG, "ask", q, "--index", str(index), "--json"],
                 "`rag ask --server`": [*RAG, "ask", q, "--index", model, "--server", url, "--json"]}
-        ask = {name: statistics.median(timed(cmd) for _ in range(args.runs)) for name, cmd in ways.items()}
+        ask = {name: statistics.median(timed(cmd) for _ in range(args.runs)) for name, cmd in ways.items()} \
+            if args.runs else {}
         api = []
         for _ in range(args.runs):
             t = time.perf_counter()
             httpx.post(f"{url}/v1/chat/completions", timeout=300,
                        json={"model": model, "messages": [{"role": "user", "content": q}]}).raise_for_status()
             api.append(time.perf_counter() - t)
-        ask["API request (httpx)"] = statistics.median(api)
+        if api:
+            ask["API request (httpx)"] = statistics.median(api)
     finally:
         server.terminate()
         server.wait(60)
@@ -172,8 +184,9 @@ def main() -> None:
         first = f"{r['first_p50_ms']:.0f}" if r["first_p50_ms"] is not None else ""
         errors = ", ".join(f"{n}x {s}" for s, n in sorted(r["errors"].items())) or "none"
         print(f"| {r['kind']} | {r['clients']} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {first} | {errors} |")
-    print("\n| one question | seconds (median of %d) |" % args.runs)
-    print("|---|---:|")
+    if ask:
+        print("\n| one question | seconds (median of %d) |" % args.runs)
+        print("|---|---:|")
     for name, s in ask.items():
         print(f"| {name} | {s:.2f} |")
 

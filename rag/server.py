@@ -211,7 +211,7 @@ def default_indexes() -> list[str]:
 
 
 class State:
-    def __init__(self, indexes: list[str], keys: Keys | None, limits: Limits, rags: dict | None = None):
+    def __init__(self, indexes: list[str], keys: Keys | None, limits: Limits):
         from .qa import RAG
 
         self.keys, self.limits = keys, limits
@@ -220,7 +220,7 @@ class State:
             name = index_name(spec)
             if name in self.indexes:
                 raise RagError(f"two indexes are both named {name!r}; serve one of them, or rename a folder")
-            self.indexes[name] = (rags or {}).get(spec) or RAG(spec)
+            self.indexes[name] = RAG(spec)
         self.gate = Gate(1, limits.waiting)
         self.search_pool = concurrent.futures.ThreadPoolExecutor(limits.search_threads, "rag-search")
         self.answer_pool = concurrent.futures.ThreadPoolExecutor(2, "rag-answer")
@@ -230,10 +230,14 @@ class State:
         self.warm_error: str | None = None
 
     def warm_up(self) -> None:
+        from .store import is_index_dir
+
         try:
             start = time.perf_counter()
             for rag in self.indexes.values():
                 rag.encoder.model  # each index's encoder (shared when two use the same one)
+                if is_index_dir(rag.root):
+                    rag.store  # opened once here, not by the first searches at once
             first = next(iter(self.indexes.values()))
             self.warm = {**first.warm_up(), "total_s": round(time.perf_counter() - start, 2)}
             self.ready.set()
@@ -427,7 +431,7 @@ def create_app(indexes: list[str] | None = None, keys: Keys | None = None, limit
         if len(body.query) > state.limits.max_question_chars:
             raise ApiError(422, f"query: at most {state.limits.max_question_chars} characters", "query_too_long", "query")
         start = time.perf_counter()
-        hits = await in_thread(state.search_pool, request, rag.search, body.query, body.k, body.mode)
+        hits = await in_thread(state.search_pool, request, _existing(rag, "search"), body.query, body.k, body.mode)
         return {"object": "search.result", "index": name, "query": body.query,
                 "hits": [{k: getattr(h, k) for k in HIT_KEYS} for h in hits],
                 "took_ms": round((time.perf_counter() - start) * 1000, 1)}

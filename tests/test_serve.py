@@ -191,6 +191,16 @@ def test_openai_client_reads_answer_and_sources(server):
 
 
 @pytest.mark.slow
+def test_langchain_chat_openai(server):
+    langchain_openai = pytest.importorskip("langchain_openai")
+    llm = langchain_openai.ChatOpenAI(base_url=server.url + "/v1", api_key=server.reader, model="docs",
+                                      max_retries=0)
+    reply = llm.invoke(QUESTIONS[0])
+    assert reply.content == server.alone[QUESTIONS[0]]
+    assert "".join(c.content for c in llm.stream(QUESTIONS[0])) == server.alone[QUESTIONS[0]]
+
+
+@pytest.mark.slow
 def test_search_embeddings_and_ask_over_http(server):
     r = server.post("/v1/search", "reader", json={"index": "docs", "query": "waggle dance", "k": 2})
     hits = r.json()["hits"]
@@ -290,10 +300,17 @@ def test_a_client_that_leaves_frees_its_place(server):
                                  "messages": [{"role": "user", "content": QUESTIONS[2]}]}) as r:
             assert r.status_code == 200
             next(r.iter_lines())  # the first chunk, then hang up
+    body = json.dumps({"model": "docs", "messages": [{"role": "user", "content": QUESTIONS[2]}]}).encode()
+    for _ in range(10):  # more than the line holds: each asks, then hangs up at once
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: Bearer " + server.admin.encode() +
+                      b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     deadline = time.monotonic() + 30
     while server.get("/readyz", None).json()["answering"] and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert server.get("/readyz", None).json()["answering"] == 0
+    assert server.get("/readyz", None).json()["answering"] == 0  # no place kept by a client gone
+    assert server.chat(QUESTIONS[2]).json()["answer"] == server.alone[QUESTIONS[2]]
 
 
 @pytest.mark.slow
