@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 
 from .documents import Document
+from .errors import UnreadableFile
+from .text import clean, clean_with_offsets
 
 # Paragraphs, lines, sentences (Chinese ends 。！？； need no space after them), clauses, words,
 # and characters last. English text never holds the Chinese marks, so it splits as before.
@@ -27,6 +29,14 @@ def _plain_tokenizer(tokenizer):
     backend.no_truncation()
     backend.no_padding()
     return backend
+
+
+class TooManyChunks(UnreadableFile):
+    """A file splits into more passages than `max_chunks_per_file`: it fails alone, early."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"more than {limit:,} passages (max_chunks_per_file); split the file "
+                         "or raise the limit")
 
 
 @dataclass
@@ -96,10 +106,15 @@ class Splitter:
             return [len(e.ids) for e in self._fast.encode_batch(texts, add_special_tokens=False)]
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
-    def split(self, document: Document) -> list[Chunk]:
+    def split(self, document: Document, max_chunks: int | None = None) -> list[Chunk]:
+        """The document's passages, cleaned of invisible characters (zero-width space, soft
+        hyphen: both indexes see whole words) with offsets into the page as it was.
+        More than `max_chunks` passages: TooManyChunks, found before the rest is split."""
         chunks: list[Chunk] = []
         for section in document.sections:
-            for offset, block, is_run in self._blocks(section.text):
+            body, where = clean_with_offsets(section.text)
+            heading = clean(section.heading)
+            for offset, block, is_run in self._blocks(body):
                 pieces = (self._cut(block) if is_run else
                           ((p.metadata.get("start_index", 0), p.page_content)
                            for p in self._splitter.create_documents([block])))
@@ -107,8 +122,12 @@ class Splitter:
                     text = piece.strip()
                     if not text:
                         continue
-                    start = section.start + offset + at + (len(piece) - len(piece.lstrip()))
-                    chunks.append(Chunk(text, len(chunks), section.page, section.heading, start, start + len(text)))
+                    if max_chunks is not None and len(chunks) >= max_chunks:
+                        raise TooManyChunks(max_chunks)
+                    start = offset + at + (len(piece) - len(piece.lstrip()))
+                    first, last = where(start), where(start + len(text) - 1) + 1
+                    chunks.append(Chunk(text, len(chunks), section.page, heading,
+                                        section.start + first, section.start + last))
         return chunks
 
     def _blocks(self, text: str):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sqlite3
 import stat
 import sys
 import time
@@ -193,6 +194,10 @@ class Ingestor:
         self._progress = progress
         found = scan([Path(p).expanduser() for p in paths], self.store.root, self.settings.follow_links)
         report.skipped_files, report.skipped = found.skipped, len(found.skipped)
+        if engine == "ray":
+            from .cluster import connect
+
+            connect(address)  # a cluster that cannot be reached fails now, not with the lock held
         with self.store.writer(wait=wait, ann_threshold=self.settings.ann_threshold) as w:
             known = w.documents()
             todo: list[Pending] = []  # changed files whose chunks are still to be made
@@ -206,6 +211,8 @@ class Ingestor:
                     item, data = self._diff(w, path, old, pending_shas, report)
                     if item is not None and engine == "local" and not item.reuse:
                         item.chunks = self.split(path, data)
+                except sqlite3.Error:
+                    raise  # the index's own database (a full disk): not this file's fault
                 except Exception as e:  # a reader bug must not abort the batch either
                     self._fail(w, report, str(path), self.reason(e), old)
                     item = None
@@ -215,6 +222,12 @@ class Ingestor:
                         on_file(done, len(found.files), str(path))
                 if item is None:
                     continue
+                if todo and len(item.chunks or ()) >= self.settings.commit_every_chunks // 2:
+                    # a large file: what waits is stored and committed first, so its neighbours
+                    # are searchable while it encodes (and stay so if it never finishes)
+                    self._flush(w, todo, report)
+                    todo, pending_shas, waiting = [], set(), 0
+                    self._commit(w)
                 todo.append(item)
                 pending_shas.add(item.sha256)
                 waiting += len(item.chunks or ())
@@ -257,8 +270,9 @@ class Ingestor:
         return Pending(str(path), sha, st.st_mtime, st.st_size, old is None or old.status != "ok", reuse), data
 
     def split(self, path: str | Path, data: bytes) -> list:
-        """One file's bytes -> its chunks (UnreadableFile when it has no text)."""
-        chunks = self.splitter.split(read(path, data, self.limits))
+        """One file's bytes -> its chunks (UnreadableFile when it has no text, or more than
+        `max_chunks_per_file`: bounded work per file)."""
+        chunks = self.splitter.split(read(path, data, self.limits), self.settings.max_chunks_per_file)
         if not chunks:
             raise UnreadableFile("no text found")
         return chunks
@@ -297,8 +311,11 @@ class Ingestor:
         else:
             report.updated += 1
         if self._since_commit >= self.settings.commit_every_chunks:
-            w.commit()
-            self._since_commit = 0
+            self._commit(w)
+
+    def _commit(self, w) -> None:
+        w.commit()
+        self._since_commit = 0
 
     def _on_ray(self, w, todo: list[Pending], known: dict, report: IngestReport, address: str | None) -> None:
         """Send the files with new content to Ray; store each result as it streams back."""
@@ -310,7 +327,8 @@ class Ingestor:
         bar = _progress(len(files), self._progress, "encode (ray)")
         for result in encode_on_ray(files, self.settings, self.encoder.name, address) if files else ():
             bar.update(1)
-            report.files_per_node[result.node] = report.files_per_node.get(result.node, 0) + 1
+            if result.node:  # empty: no worker lived to finish it
+                report.files_per_node[result.node] = report.files_per_node.get(result.node, 0) + 1
             if result.error is not None:
                 failed[result.sha256] = result.error
                 self._fail(w, report, result.path, result.error, known.get(result.path))

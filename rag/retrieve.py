@@ -9,6 +9,7 @@ import numpy as np
 from .encoder import Encoder
 from .settings import Settings
 from .store import Snapshot, Store
+from .text import clean
 
 MODES = ("dense", "keyword", "hybrid")
 
@@ -45,6 +46,7 @@ class Retriever:
     def search(self, query: str, k: int = Settings.k, mode: str = Settings.mode, diverse: bool = False) -> list[Hit]:
         """The k best passages. `diverse`: skip near-copies of a passage already chosen, so
         k passages say k different things (MMR's aim, without its tuning)."""
+        query = clean(query)  # invisible characters split words, as they did in the indexed text
         if diverse:
             hits = []
             for hit in self.search(query, DIVERSE_POOL * k, mode):

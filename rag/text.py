@@ -10,6 +10,7 @@ hit@1 0.155); over jieba words joined by spaces 0.969 (issue 10's measurement)."
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from functools import cache
 
 # CJK ideographs (with extension A and compatibility forms), kana and hangul: scripts
@@ -33,6 +34,41 @@ STOPWORDS_ZH = set("""的 了 是 在 和 与 及 或 由 被 把 将 对 从 �
 一个 一种 有 没有 也 都 就 而 并 但 吗 呢 吧 啊 什么 哪 哪个 哪些 哪里 哪家 哪一 哪一年 谁 几 多少 怎么
 怎样 如何 为什么 为何 何时 何 是否 多 么 所 它 他 她 们 我 你 上 中 下 个 年 月 日""".split())
 STOPWORDS = STOPWORDS_EN | STOPWORDS_ZH
+
+
+# Invisible characters that split a word for the keyword index (FTS5's unicode61 treats them
+# as separators: "ex<ZWSP>ample" was the two tokens "ex" and "ample", found by no question):
+# zero-width space, non-joiner, joiner, word joiner, byte-order mark, soft hyphen.
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad"
+_INVISIBLE = re.compile(f"[{INVISIBLE}]+")
+
+
+def clean(text: str) -> str:
+    """`text` without invisible characters: what both indexes and every question see."""
+    return _INVISIBLE.sub("", text) if _INVISIBLE.search(text) else text
+
+
+def clean_with_offsets(text: str, max_runs: int = 1_000_000) -> tuple[str, "callable"]:
+    """(clean text, where) with where(i) the offset in `text` of character i of the clean
+    text, so that passages keep pointing into the page they came from. A text with more than
+    `max_runs` runs of invisible characters (hostile, not written) maps onto the clean text."""
+    if not _INVISIBLE.search(text):
+        return text, lambda i: i
+    from array import array
+
+    starts, removed, total = array("q"), array("q"), 0  # per run: its clean position, removed up to it
+    for m in _INVISIBLE.finditer(text):
+        total += m.end() - m.start()
+        starts.append(m.start() - (total - (m.end() - m.start())))
+        removed.append(total)
+        if len(starts) > max_runs:
+            return _INVISIBLE.sub("", text), lambda i: i
+
+    def where(i: int) -> int:
+        k = bisect_right(starts, i)
+        return i + (removed[k - 1] if k else 0)
+
+    return _INVISIBLE.sub("", text), where
 
 
 def cjk_ratio(text: str) -> float:

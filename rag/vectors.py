@@ -52,10 +52,14 @@ def write(index, path: Path) -> str:
     import faiss
 
     tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(tmp))
-    fsync(tmp)
-    checksum = file_crc32(tmp)
-    os.replace(tmp, path)
+    try:
+        faiss.write_index(index, str(tmp))
+        fsync(tmp)
+        checksum = file_crc32(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written file on a full disk would keep it full
+        raise
     fsync(path.parent)
     return checksum
 

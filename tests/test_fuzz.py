@@ -62,3 +62,59 @@ def test_damaged_valid_files(suffix, cut, noise, at):
 @given(xml=st.binary(max_size=2048))
 def test_damaged_docx(xml):
     check(".docx", docx_bytes(xml))
+
+
+# --- settings values and eval datasets: a value or an error naming it, never a traceback ------
+
+from dataclasses import fields  # noqa: E402
+
+from rag.errors import BadDataset, BadSetting  # noqa: E402
+from rag.settings import Settings, check as check_setting  # noqa: E402
+
+SETTING_NAMES = sorted(f.name for f in fields(Settings))
+VALUES = st.one_of(st.text(max_size=12), st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),
+                   st.booleans(), st.lists(st.integers(), max_size=3), st.sampled_from(["nan", "inf", "-1", "1e400",
+                                                                                         "9" * 5000, " 7 ", "true"]))
+
+
+@fuzz
+@given(name=st.sampled_from(SETTING_NAMES), value=VALUES)
+def test_setting_values(name, value):
+    try:
+        s = Settings().replace(**{name: check_setting(name, value)})
+    except BadSetting as e:
+        assert name in str(e) and "\n" not in str(e)
+    else:
+        got = getattr(s, name)
+        default = getattr(Settings(), name)
+        assert got is None or type(got) is (float if default is None else type(default))
+        assert not isinstance(got, float) or got == got and abs(got) != float("inf")
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                        st.sampled_from(["data", "paragraphs", "context", "qas", "question", "answers", "text",
+                                         "answer_start", "source", "is_impossible", "x"]), inner, max_size=5),
+                    max_leaves=30)
+
+
+@fuzz
+@given(value=JSON, lines=st.lists(JSON, max_size=4), cut=st.integers(0, 400), jsonl=st.booleans())
+def test_eval_datasets(value, lines, cut, jsonl):
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from rag.evaluate import Dataset, load
+
+    text = "\n".join(json.dumps(v) for v in lines) if jsonl else json.dumps(value)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ("d.jsonl" if jsonl else "d.json")
+        path.write_text(text[:cut] if cut < len(text) and cut % 3 == 0 else text)
+        try:
+            ds = load(path)
+        except BadDataset as e:
+            assert str(e) and "\n" not in str(e)
+        else:
+            assert isinstance(ds, Dataset) and ds.questions
+            assert all(isinstance(q.question, str) and q.question.strip() for q in ds.questions)
