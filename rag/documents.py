@@ -20,8 +20,12 @@ CODE_SUFFIXES = {
     ".css", ".scss", ".tex", ".xml", ".proto", ".graphql", ".dockerfile", ".mk",
 }
 TEXT_SUFFIXES = {".txt", ".text", ".log", ".rst"} | CODE_SUFFIXES
+# Readers in modules of their own (slides, sheets, e-books, OCR): suffix -> (module, function)
+OTHER_READERS = {".pptx": ("slides", "read_pptx"), ".xlsx": ("sheets", "read_xlsx"),
+                 ".xlsm": ("sheets", "read_xlsx"), ".epub": ("ebooks", "read_epub")} | {
+    suffix: ("ocr", "read_image") for suffix in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")}
 SUFFIXES = TEXT_SUFFIXES | {".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv",
-                            ".tsv", ".json", ".jsonl", ".ndjson"}
+                            ".tsv", ".json", ".jsonl", ".ndjson"} | set(OTHER_READERS)
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class Limits:
     max_inflated_mb: float = 256.0  # any archive member (.docx parts) once decompressed
     max_text_mb: float = 64.0  # text extracted from one file
     max_json_depth: int = 64  # nesting of JSON values
+    max_ocr_seconds: float = 300.0  # OCR of one file's pages; pages past it are reported skipped
 
     def check_text(self, n_chars: int) -> None:
         if n_chars > self.max_text_mb * 2**20:
@@ -53,6 +58,7 @@ class Section:
 class Document:
     path: str
     sections: list[Section] = field(default_factory=list)
+    skipped: list[tuple[int | None, str]] = field(default_factory=list)  # (page, why) of pages not read
 
     @property
     def text(self) -> str:
@@ -95,14 +101,21 @@ def read(path: str | Path, data: bytes | None = None, limits: Limits = Limits())
         ".csv": _read_csv, ".tsv": _read_csv, ".json": _read_json, ".jsonl": _read_jsonl,
         ".ndjson": _read_jsonl,
     }.get(suffix, lambda d, _: [Section(decode(d))])
+    if suffix in OTHER_READERS:
+        import importlib
+
+        module, name = OTHER_READERS[suffix]
+        reader = getattr(importlib.import_module(f"rag.{module}"), name)
     try:
-        sections = [s for s in reader(data, limits) if s.text.strip()]
+        result = reader(data, limits)  # sections, or (sections, [(page, why) passed over])
     except RecursionError:
         raise UnreadableFile("nested too deeply to read") from None
+    sections, skipped = result if isinstance(result, tuple) else (result, [])
+    sections = [s for s in sections if s.text.strip()]
     if not sections:
-        raise UnreadableFile("no text found")
+        raise UnreadableFile(f"page {skipped[0][0]}: {skipped[0][1]}" if skipped else "no text found")
     limits.check_text(sum(len(s.text) for s in sections))
-    return Document(str(path), sections)
+    return Document(str(path), sections, skipped)
 
 
 # --- text decoding -------------------------------------------------------------------
@@ -168,13 +181,72 @@ def _read_pdf(data: bytes, limits: Limits) -> list[Section]:
                 raise UnreadableFile("encrypted PDF (needs a password)")
         pages = [Section(_clean_pdf_text(page.extract_text() or ""), page=i + 1)
                  for i, page in enumerate(pdf.pages)]
+        scanned = [p.page for p, page in zip(pages, pdf.pages) if not _usable(p.text) and _has_images(page)]
     except UnreadableFile:
         raise
     except Exception as e:  # pypdf raises many kinds on damaged files (PdfReadError, ValueError, ...)
         raise UnreadableFile(f"corrupt PDF ({type(e).__name__}: {str(e)[:80]})") from e
+    skipped = _ocr_pages(data, pages, scanned, limits) if scanned else []
     if not any(p.text.strip() for p in pages):
-        raise UnreadableFile("PDF has no extractable text (scanned images? OCR is not supported)")
-    return pages
+        if skipped:
+            raise UnreadableFile(f"PDF has no text layer, and its {len(skipped)} scanned page(s) were not read: "
+                                 f"{skipped[0][1].removeprefix(SCAN_SKIPPED)}")
+        raise UnreadableFile("PDF has no extractable text")
+    return pages, skipped
+
+
+SCAN_SKIPPED = "scanned page not read: "
+MIN_PAGE_LETTERS = 16  # a page with fewer letters and digits in its text layer, and an image, is OCR'd
+
+
+def _usable(text: str) -> bool:
+    """A text layer worth keeping: some letters, and not the private-use and replacement
+    characters a PDF without a character map (common in Chinese PDFs) extracts to."""
+    letters = sum(1 for c in text if c.isalnum())
+    odd = sum(1 for c in text if c == "\ufffd" or "\ue000" <= c <= "\uf8ff")
+    return letters >= MIN_PAGE_LETTERS and odd <= 0.1 * len(text)
+
+
+def _has_images(page) -> bool:
+    try:
+        return len(page.images) > 0
+    except Exception:  # noqa: BLE001 - an image pypdf cannot list is still worth a look
+        return True
+
+
+def _ocr_pages(data: bytes, pages: list[Section], numbers: list[int], limits: Limits) -> list[tuple[int, str]]:
+    """OCR the pages (1-based `numbers`) that have images and no usable text layer, in place;
+    returns the (page, why) of each one that could not be read."""
+    from . import ocr
+
+    why = ocr.unavailable()
+    if why is None:
+        try:
+            import pypdfium2 as pdfium
+        except ImportError:
+            why = f"the PDF renderer is not installed (pypdfium2): {ocr.HOW_TO_ENABLE}"
+    if why:
+        return [(n, SCAN_SKIPPED + why) for n in numbers]
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except Exception as e:  # noqa: BLE001 - pdfium refuses some files pypdf reads
+        return [(n, f"{SCAN_SKIPPED}pdfium could not render it ({type(e).__name__})") for n in numbers]
+    clock, skipped = ocr.Clock(limits), []
+    try:
+        for n in numbers:
+            if not clock.left():
+                skipped.append((n, SCAN_SKIPPED + clock.reason()))
+                continue
+            page = pdf[n - 1]
+            width, height = page.get_size()
+            scale = min(4.0, ocr.RENDER_SIDE / max(width, height, 1))
+            text = ocr.recognize(page.render(scale=scale).to_pil())
+            if len(text.strip()) > len(pages[n - 1].text.strip()):
+                pages[n - 1].text = text
+            limits.check_text(sum(len(p.text) for p in pages))
+    finally:
+        pdf.close()
+    return skipped
 
 
 def _clean_pdf_text(text: str) -> str:
@@ -183,6 +255,42 @@ def _clean_pdf_text(text: str) -> str:
 
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+
+
+def open_archive(data: bytes, limits: Limits, kind: str):
+    """The zip inside a .docx, .pptx, .xlsx or .epub, refused when a member would inflate past
+    `max_inflated_mb` (a zip bomb is refused before it inflates: zipfile never reads past a
+    member's declared size)."""
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
+        raise UnreadableFile(f"corrupt {kind} (not a zip archive)") from e
+    for member in archive.infolist():
+        if member.file_size > limits.max_inflated_mb * 2**20:
+            archive.close()
+            raise UnreadableFile(f"archive member {member.filename} inflates to "
+                                 f"{member.file_size / 2**20:.0f} MB, over the "
+                                 f"{limits.max_inflated_mb:g} MB limit (max_inflated_mb)")
+    return archive
+
+
+def xml_events(stream, tags):
+    """Elements of `tags` as each ends, from an archive member, with entities and network
+    access off (no billion laughs, no fetching)."""
+    from lxml import etree
+
+    for _, element in etree.iterparse(stream, events=("end",), tag=tags, resolve_entities=False,
+                                      no_network=True, remove_comments=True):
+        yield element
+
+
+def xml_root(archive, name: str):
+    """A small archive member (manifest, relationships) parsed whole, entities and network off."""
+    from lxml import etree
+
+    return etree.fromstring(archive.read(name), etree.XMLParser(resolve_entities=False, no_network=True))
 
 
 def _read_docx(data: bytes, limits: Limits) -> list[Section]:
@@ -194,12 +302,7 @@ def _read_docx(data: bytes, limits: Limits) -> list[Section]:
     from lxml import etree
 
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            for member in archive.infolist():  # zipfile never inflates past the declared size
-                if member.file_size > limits.max_inflated_mb * 2**20:
-                    raise UnreadableFile(f"archive member {member.filename} inflates to "
-                                         f"{member.file_size / 2**20:.0f} MB, over the "
-                                         f"{limits.max_inflated_mb:g} MB limit (max_inflated_mb)")
+        with open_archive(data, limits, ".docx") as archive:
             styles = _docx_styles(archive)
             with archive.open("word/document.xml") as xml:
                 return _docx_sections(etree.iterparse(
