@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--answers", action="store_true", help="also generate answers: EM, F1, abstention, latency")
     p.add_argument("--chunk-size", type=int, help="chunk size for a newly built index")
     p.add_argument("--chunk-overlap", type=int, help="chunk overlap for a newly built index")
+    p.add_argument("--lang", metavar="LIST",
+                   help="one table row per language: DATASET has {lang} in its path, LIST is codes "
+                        "(ar,de,zh) and question:documents pairs (en:zh, parallel files such as XQuAD)")
 
     p = sub.add_parser("ui", help="open the web page (Streamlit)")
     _common(p, json_flag=False)
@@ -179,6 +182,10 @@ def cmd_ingest(args) -> int:
         report = rag.ingest(args.paths, prune=not args.no_prune, progress=not args.json, wait=args.wait,
                             engine="ray" if args.ray else "local",
                             address=None if args.ray in (None, "local") else args.ray)
+        if args.ray:  # Ray's own goodbye lines come now, to stderr, not after the report
+            from .cluster import disconnect
+
+            disconnect()
     _print_failed(report)
     shown = report.skipped_files if args.verbose else report.skipped_files[:20]
     for f in shown:
@@ -260,6 +267,19 @@ def cmd_eval(args) -> int:
 
     modes = ("dense", "keyword", "hybrid") if args.mode == "all" else (args.mode,)
     ks = tuple(int(k) for k in args.k.split(","))
+    if args.lang:
+        from .evaluate import format_languages, run_languages
+
+        if args.index or args.answers:
+            raise RagError("--lang builds one index per language and measures retrieval: "
+                           "leave out --index and --answers")
+        result = run_languages(args.dataset, args.lang, modes, ks, args.limit, args.seed, progress=not args.json,
+                               chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
+        if args.json:
+            _emit(args, result)
+        else:
+            print(format_languages(result))
+        return 0
     result = run_eval(args.dataset, args.index, modes, ks, args.limit, args.seed, args.answers,
                       progress=not args.json, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
     if args.json:

@@ -117,6 +117,13 @@ def _deadline(seconds: float, message: str):
         signal.signal(signal.SIGALRM, previous)
 
 
+def disconnect() -> None:
+    """Leave the cluster (or stop the local Ray) now rather than at exit."""
+    import ray
+
+    _shutdown(ray)
+
+
 def _shutdown(ray) -> None:
     try:
         ray.shutdown()

@@ -118,6 +118,10 @@ class RAG:
             raise RagError(f"no such file or folder: {', '.join(missing)}")
         if self.root.exists() and not self.root.is_dir():
             raise RagError(f"--index {self.root} is a file, not an index folder; name another path")
+        if engine == "ray":  # a cluster that cannot be reached fails before a new index is made
+            from .cluster import connect
+
+            connect(address)
         with self._lock:
             if not is_index_dir(self.root):
                 if self.settings.encoder == "auto":
