@@ -211,8 +211,9 @@ def normalize_answer(s: str) -> str:
 
 
 def answer_units(text: str, chinese: bool) -> list[str]:
-    """What F1 counts: SQuAD's normalised words, or for a Chinese gold answer its characters
-    (each CJK character, each English word or number, punctuation dropped)."""
+    """What F1 counts: SQuAD's normalised words, or for a gold answer in a script without
+    spaces its characters (each CJK or Thai character, each English word or number,
+    punctuation dropped)."""
     from .text import characters
 
     return characters(text) if chinese else normalize_answer(text).split()
@@ -225,11 +226,12 @@ def exact_match(prediction: str, truths: list[str]) -> float:
 
 
 def _chinese(prediction: str, truth: str) -> bool:
-    """Score by characters when either side is Chinese (CMRC's rule: its answers include
-    English names, which a Chinese prediction wraps in characters without spaces)."""
-    from .text import has_cjk
+    """Score by characters when either side is in a script without spaces, Chinese,
+    Japanese, Thai (CMRC's rule: its answers include English names, which a Chinese
+    prediction wraps in characters without spaces)."""
+    from .text import unspaced
 
-    return has_cjk(truth) or has_cjk(prediction)
+    return unspaced(truth) or unspaced(prediction)
 
 
 def f1_score(prediction: str, truths: list[str]) -> float:
@@ -363,4 +365,72 @@ def format_table(result: dict) -> str:
                      + (f", unanswerable abstained {a['abstained']}" if "abstained" in a else "")
                      + f"; first token p50 {a.get('first_token_p50_ms')} ms, total p50 {a.get('total_p50_ms')} ms"
                      f" / p95 {a.get('total_p95_ms')} ms")
+    return "\n".join(lines)
+
+
+# --- per-language tables ---------------------------------------------------------------------
+
+def language_pairs(spec: str) -> list[tuple[str, str]]:
+    """"ar,de,en:zh" -> [("ar", "ar"), ("de", "de"), ("en", "zh")]: (language of the
+    questions, language of the documents). A pair asks one file's questions over another
+    file's paragraphs, which needs the two files to list the same paragraphs in the same
+    order (XQuAD, MLQA's parallel sets)."""
+    pairs = []
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        asked, _, docs = item.partition(":")
+        if not re.fullmatch(r"[\w.-]+", asked) or (docs and not re.fullmatch(r"[\w.-]+", docs)):
+            raise BadDataset(f"language list {spec!r}: {item!r} is neither a code (zh) nor a pair (en:zh)")
+        pairs.append((asked, docs or asked))
+    if not pairs:
+        raise BadDataset("the language list is empty; give codes such as ar,de,en or pairs such as en:zh")
+    return pairs
+
+
+def run_languages(pattern: str, langs: str, modes=("dense", "keyword", "hybrid"), ks=(1, 5, 10),
+                  limit: int | None = None, seed: int = 0, progress: bool = False,
+                  index_dir: str | Path = "indexes", **settings) -> dict:
+    """Retrieval per language: `pattern` names one dataset per language with "{lang}" in its
+    path (../shared/datasets/xquad/xquad.{lang}.json). Each documents' language gets its own
+    index, `<index_dir>/eval-<name>`; a pair "en:zh" asks the English file's questions over
+    the Chinese file's index (the same sampled questions, by position, in every language)."""
+    if "{lang}" not in str(pattern):
+        raise BadDataset(f"{pattern}: a language list needs a dataset path with {{lang}} in it, "
+                         "e.g. ../shared/datasets/xquad/xquad.{lang}.json")
+    rows, loaded, rags = [], {}, {}
+    for asked, docs in language_pairs(langs):
+        for lang in (asked, docs):
+            if lang not in loaded:
+                loaded[lang] = load(str(pattern).replace("{lang}", lang))
+        if docs not in rags:
+            rags[docs] = eval_index(loaded[docs], Path(index_dir) / f"eval-{loaded[docs].name}", progress, **settings)
+        rag, questions = rags[docs], sample(loaded[asked].questions, limit, seed)
+        if asked != docs:
+            missing = {q.source for q in questions if q.source} - set(loaded[docs].contexts)
+            if missing:
+                raise BadDataset(f"{asked}:{docs}: the {asked} questions refer to paragraphs the {docs} file "
+                                 f"does not have ({sorted(missing)[0]}); pairs need parallel files")
+        row = {"questions": asked, "documents": docs, "encoder": rag.info().encoder, "retrieval": {}}
+        for mode in modes:
+            row["retrieval"][mode] = retrieval_metrics(lambda q, k: rag.search(q, k=k, mode=mode), questions,
+                                                       loaded[docs].long_contexts, ks, progress)
+        rows.append(row)
+    return {"pattern": str(pattern), "limit": limit, "seed": seed, "languages": rows}
+
+
+def format_languages(result: dict) -> str:
+    """One line per language (or pair), recall@k per mode; the default mode first."""
+    rows = result["languages"]
+    modes = list(rows[0]["retrieval"])
+    modes = [m for m in ("hybrid", "dense", "keyword") if m in modes] + [m for m in modes if m not in ("hybrid", "dense", "keyword")]
+    ks = [k for k in rows[0]["retrieval"][modes[0]] if k.startswith("recall@")]
+    head = " / ".join(k.removeprefix("recall") for k in ks)
+    lines = [f"{result['pattern']}: {rows[0]['retrieval'][modes[0]]['questions']} questions per language "
+             f"(seed {result['seed']}), recall {head}",
+             "| language | encoder | " + " | ".join(modes) + " |", "|---" * (len(modes) + 2) + "|"]
+    for r in rows:
+        name = r["questions"] if r["questions"] == r["documents"] else f"{r['questions']} questions, {r['documents']} paragraphs"
+        cells = [" / ".join(f"{r['retrieval'][m][k]:.3f}" for k in ks) for m in modes]
+        lines.append(f"| {name} | {r['encoder']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -15,7 +15,6 @@ import fcntl
 import json
 import os
 import shutil
-import re
 import signal
 import sqlite3
 import threading
@@ -29,7 +28,7 @@ import numpy as np
 from . import vectors
 from .errors import BadIndex, CannotWrite, DiskFull, IndexLocked, damaged
 from .settings import Settings
-from .text import STOPWORDS, has_cjk, segment
+from . import segment
 
 FORMAT_VERSION = 1
 DB_NAME, MANIFEST_NAME, LOCK_NAME = "chunks.sqlite", "manifest.json", "write.lock"
@@ -46,7 +45,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     page INTEGER, heading TEXT, start INTEGER, "end" INTEGER);
 CREATE INDEX IF NOT EXISTS chunks_sha ON chunks(sha256);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    text, heading, content='chunks', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2');
+    text, heading, content='chunks', content_rowid='id',
+    tokenize='porter unicode61 remove_diacritics 2 categories ''L* N* Co M*''');
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
     INSERT INTO chunks_fts(rowid, text, heading)
     VALUES (new.id, rag_segment(new.text), rag_segment(new.heading)); END;
@@ -143,11 +143,14 @@ def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
     for query in ("?mode=ro", "?immutable=1") if read_only else ("",):
         conn = sqlite3.connect(f"file:{path}{query}", uri=True, timeout=30, isolation_level=None,
                                check_same_thread=False)
-        # the keyword index holds Chinese cut into words (English unchanged): see rag.text
-        conn.create_function("rag_segment", 1, lambda t: segment(t) if t else t, deterministic=True)
+        # the keyword index holds its words as rag.segment cuts them, in the index's own version
+        # (an index made before versions existed has none: 1); read below, once the file is open
+        version = [1]
+        conn.create_function("rag_segment", 1, lambda t: segment.index_text(t, version[0]), deterministic=True)
         if read_only:
             try:
                 conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()
+                version[0] = _segmenter(conn)
                 return conn
             except sqlite3.OperationalError as e:
                 conn.close()
@@ -156,7 +159,22 @@ def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
                 continue
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        version[0] = _segmenter(conn)
     return conn
+
+
+def _segmenter(conn: sqlite3.Connection) -> int:
+    """The rag.segment version the index's keyword words were made with (1 before it was
+    recorded; a new database, still without tables, gets the current one in Store.create)."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key='segmenter'").fetchone()
+    except sqlite3.OperationalError:  # no meta table yet: a new file
+        return segment.VERSION
+    version = int(row[0]) if row and str(row[0]).isdigit() else 1
+    if version not in segment.VERSIONS:
+        raise BadIndex(f"the keyword index was built by a newer rag (segmenter {version}); "
+                       "update rag or re-ingest into a new index")
+    return version
 
 
 def writable(root: Path) -> bool:
@@ -195,13 +213,26 @@ class Snapshot:
     def keyword(self, query: str, k: int) -> list[tuple[int, float]]:
         """(chunk id, BM25) of the k best keyword matches, best first (FTS5's bm25() is
         negated so that higher is better; the heading counts half as much as the text)."""
-        terms = fts_query(query)
+        terms = fts_query(query, self.store.segmenter)
         if not terms or k <= 0:
             return []
         rows = self._conn.execute(
             "SELECT rowid, -bm25(chunks_fts, 1.0, 0.5) FROM chunks_fts WHERE chunks_fts MATCH ? "
             "ORDER BY bm25(chunks_fts, 1.0, 0.5) LIMIT ?", (terms, k)).fetchall()
         return [(int(i), float(s)) for i, s in rows]
+
+    def coverage(self, query: str) -> float:
+        """Share of the question's keyword words that occur somewhere in the index (0 without
+        words): near 1 for a question in the documents' language, near 0 for one in another
+        (XQuAD: 0.7 or more for nine in ten questions in the documents' language, 0.33 or less
+        for nine in ten English questions over Chinese paragraphs). One cheap lookup per word."""
+        words = segment.query_words(query, self.store.segmenter)[:64]
+        if not words:
+            return 0.0
+        probe = "(SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT 1)"
+        row = self._conn.execute("SELECT " + ", ".join([probe] * len(words)),
+                                 [f'"{w}"' for w in words]).fetchone()
+        return sum(1 for x in row if x) / len(words)
 
     def cosines(self, vector: np.ndarray, ids: list[int]) -> dict[int, float]:
         """Exact similarity of the query to the given chunks (their stored vectors)."""
@@ -245,6 +276,7 @@ class Store:
         self._lock = threading.RLock()
         self._faiss = None
         self._generation = -1
+        self.segmenter = _segmenter(self._conn)
         with self.snapshot() as snap:  # a damaged database fails here, with a clear message
             if (self.root / DB_NAME).stat().st_size <= QUICK_CHECK_BYTES:
                 problem = snap.execute("PRAGMA quick_check(1)").fetchone()[0]
@@ -261,6 +293,7 @@ class Store:
             with _connect(root / DB_NAME) as conn:
                 conn.executescript(SCHEMA)
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('segmenter', ?)", (str(segment.VERSION),))
             now = time.strftime("%Y-%m-%dT%H:%M:%S")
             _write_json(root / MANIFEST_NAME, {"format": FORMAT_VERSION, "created": now, **manifest})
         return cls(root)
@@ -590,13 +623,11 @@ def _write_json(path: Path, value: dict) -> None:
     vectors.fsync(path.parent)
 
 
-def fts_query(text: str) -> str:
-    """A question as an FTS5 OR-query of its words, segmented like the index (quoted, so no
-    FTS syntax leaks in)."""
-    # plain \w+ runs, not text.words: "state-of-the-art" must be four OR-ed terms, not one phrase
-    words = [w for w in re.findall(r"\w+", segment(text).lower())
-             if w not in STOPWORDS and (len(w) > 1 or has_cjk(w))]
-    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+def fts_query(text: str, version: int = segment.VERSION) -> str:
+    """A question as an FTS5 OR-query of its words, cut as the index of that segmenter
+    version cut its texts (quoted, so no FTS syntax leaks in)."""
+    # words, not phrases: "state-of-the-art" must be four OR-ed terms
+    return " OR ".join(f'"{w}"' for w in segment.query_words(text, version))
 
 
 def new_manifest(encoder: str, dimension: int, chunk_size: int, chunk_overlap: int) -> dict:

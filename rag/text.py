@@ -108,10 +108,22 @@ def content_words(text: str, min_len: int = 2) -> list[str]:
     return [w for w in words(text) if w not in STOPWORDS and (len(w) >= min_len or has_cjk(w))]
 
 
+# Other scripts written without spaces between words: Thai, Lao, Myanmar, Khmer (their
+# keyword-index words: rag.segment; answers are scored by characters, as CJK's are).
+UNSPACED = "\u0e00-\u0e7f\u0e80-\u0eff\u1000-\u109f\u1780-\u17ff"
+_UNSPACED_CHAR = re.compile(f"[{CJK}{UNSPACED}]")
+
+
+def unspaced(text: str) -> bool:
+    """Whether `text` has letters of a script written without spaces (CJK, Thai, ...)."""
+    return _UNSPACED_CHAR.search(text) is not None
+
+
 def characters(text: str) -> list[str]:
-    """Scoring units for CJK answers (as the CMRC scorer does): each CJK character, each
-    English word or number, no punctuation or spaces."""
-    return re.findall(f"[{CJK}]|[A-Za-z0-9]+", text.lower())
+    """Scoring units for answers in scripts without spaces (as the CMRC scorer does): each
+    CJK, Thai, Lao, Myanmar or Khmer character, each English word or number, no punctuation
+    or spaces."""
+    return re.findall(f"[{CJK}{UNSPACED}]|[A-Za-z0-9]+", text.lower())
 
 
 def looks_english(text: str) -> bool:
