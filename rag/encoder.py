@@ -7,14 +7,22 @@ Runtimes (benchmarks/ingest.py and the README have the measurements):
   which keeps retrieval recall within 0.5 points of all-fp32;
 - sentence-transformers on PyTorch: used on a GPU, for models whose pipeline is more than
   transformer + pooling, or when onnxruntime is not installed.
-Models load on first use and once per process; the tokenizer alone is enough for chunking."""
+Models load on first use and once per process; the tokenizer alone is enough for chunking.
+The ONNX path imports neither torch nor transformers (about 2 s of every cold `rag search`):
+the tokenizer is the model's tokenizer.json run by `tokenizers` (the same ids), CUDA is looked
+for by its device files before torch is asked, and the passage (int8) session loads only when
+passages are encoded."""
 
 from __future__ import annotations
 
+import copy
+import glob
 import hashlib
+import importlib.util
 import json
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -29,14 +37,29 @@ QUERIES_KEPT = 16  # question vectors each Encoder keeps
 
 
 def pick_device(device: str = "auto") -> str:
+    """"cuda" when torch can use a GPU, else "cpu". torch is imported only when it is already
+    loaded, or installed on a machine that shows a GPU device (NVIDIA, WSL2 or ROCm): importing
+    it costs about a second, and a machine without such a device has no GPU torch could use."""
     if device != "auto":
         return device
+    torch = sys.modules.get("torch")
+    if torch is None:
+        if not _gpu_device_files() or importlib.util.find_spec("torch") is None:
+            return "cpu"
+        try:
+            import torch
+        except ImportError:
+            return "cpu"
     try:
-        import torch
-
         return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
+    except Exception:  # a broken CUDA install: the CPU still works
         return "cpu"
+
+
+def _gpu_device_files() -> bool:
+    """A GPU device node: /dev/nvidia0.. (NVIDIA, also inside containers given a GPU), /dev/dxg
+    (WSL2), /dev/kfd (ROCm, which torch reports as "cuda")."""
+    return bool(glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/dxg") or os.path.exists("/dev/kfd"))
 
 
 class Encoder:
@@ -57,9 +80,7 @@ class Encoder:
             return self.runtime
         if device != "cpu" or not Path(self.path).is_dir() or _pooling(Path(self.path)) is None:
             return "torch"
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("onnxruntime") is None:
             return "torch"
         return "onnx-int8"
 
@@ -81,13 +102,17 @@ class Encoder:
 
     @property
     def tokenizer(self):
-        """The model's tokenizer, loaded without the weights (chunking needs only this)."""
+        """The model's tokenizer, loaded without the weights (chunking needs only this): its
+        tokenizer.json run by `tokenizers` where there is one, else transformers' AutoTokenizer."""
         if self._model is not None:
             return self._model.tokenizer
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            if (Path(self.path) / "tokenizer.json").is_file():
+                self._tokenizer = FastTokenizer.load(Path(self.path))
+            else:
+                from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.path)
+                self._tokenizer = AutoTokenizer.from_pretrained(self.path)
         return self._tokenizer
 
     @property
@@ -180,37 +205,154 @@ def _pooling(root: Path) -> str | None:
     return None
 
 
-class OnnxEncoder:
-    """transformer + pooling + L2 normalisation, exported to ONNX once and run by ONNX Runtime;
-    `int8`: weights quantised per channel (dynamic int8), about 1.7x faster again."""
+class FastTokenizer:
+    """A model's tokenizer.json run by the `tokenizers` library directly: the ids, attention masks
+    and token types that transformers' fast tokenizer gives for the same calls (tested), without
+    importing transformers. Where the directory has no tokenizer.json, or its tokenizer_config.json
+    asks for something the file does not hold (a lower-casing switch, an added token), the
+    backend comes from transformers instead, so the ids never differ."""
 
-    def __init__(self, root: Path, int8: bool = False):
-        import onnxruntime as ort
+    def __init__(self, backend, pad_token: str, model_max_length: int, padding_side: str = "right",
+                 truncation_side: str = "right"):
+        self.backend_tokenizer = backend  # what chunking counts with (rag.chunking copies it)
+        self.pad_token = pad_token
+        self.pad_token_id = backend.token_to_id(pad_token) if pad_token is not None else None
+        if self.pad_token_id is None:
+            self.pad_token, self.pad_token_id = pad_token, 0
+        self.model_max_length = model_max_length
+        self.padding_side = padding_side
+        self.truncation_side = truncation_side
+        self._batchers: dict[int, object] = {}  # max_length -> a copy set to truncate and pad
+        self._plain = None  # a copy that neither truncates nor pads
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, root: Path) -> "FastTokenizer":
+        try:
+            config = json.loads((root / "tokenizer_config.json").read_text())
+        except (OSError, ValueError):
+            config = {}
+        sides = {k: config[k] for k in ("padding_side", "truncation_side") if config.get(k) in ("left", "right")}
+        max_length = config.get("model_max_length")
+        max_length = int(max_length) if isinstance(max_length, (int, float)) and max_length < 1e12 else 10**30
+        file = root / "tokenizer.json"
+        if file.is_file():
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_file(str(file))
+            if _agrees(backend, config):
+                return cls(backend, _token(config.get("pad_token")), max_length, **sides)
         from transformers import AutoTokenizer
 
+        hf = AutoTokenizer.from_pretrained(str(root))
+        if not getattr(hf, "is_fast", False):
+            raise ValueError(f"{root}: the ONNX encoder needs a fast (tokenizers) tokenizer")
+        return cls(hf.backend_tokenizer, hf.pad_token, hf.model_max_length, hf.padding_side, hf.truncation_side)
+
+    def batch(self, texts: list[str], max_length: int) -> dict[str, np.ndarray]:
+        """As transformers' `tokenizer(texts, padding=True, truncation=True, max_length=...,
+        return_tensors="np", return_token_type_ids=True)`, as int64."""
+        batcher = self._batchers.get(max_length)
+        if batcher is None:
+            with self._lock:
+                # a copy configured once and never changed again: a tokenizer whose truncation
+                # is set per call is not safe from two threads at once ("Already borrowed")
+                batcher = copy.deepcopy(self.backend_tokenizer)
+                batcher.enable_truncation(max_length, stride=0, strategy="longest_first",
+                                          direction=self.truncation_side)
+                batcher.enable_padding(direction=self.padding_side, pad_id=self.pad_token_id, pad_type_id=0,
+                                       pad_token=self.pad_token or "[PAD]")
+                self._batchers[max_length] = batcher
+        encodings = batcher.encode_batch(list(texts), add_special_tokens=True)
+        return {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
+
+    def __call__(self, texts, add_special_tokens: bool = True, **_) -> dict:
+        """Word-piece ids without truncation or padding, as transformers' `tokenizer(texts)["input_ids"]`."""
+        plain = self._plain
+        if plain is None:
+            with self._lock:
+                plain = copy.deepcopy(self.backend_tokenizer)
+                plain.no_truncation()
+                plain.no_padding()
+                self._plain = plain
+        if isinstance(texts, str):
+            encoding = plain.encode(texts, add_special_tokens=add_special_tokens)
+            return {"input_ids": encoding.ids, "attention_mask": encoding.attention_mask}
+        encodings = plain.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        return {"input_ids": [e.ids for e in encodings], "attention_mask": [e.attention_mask for e in encodings]}
+
+
+def _token(value) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _agrees(backend, config: dict) -> bool:
+    """Whether tokenizer.json alone gives transformers' ids: transformers rebuilds a BERT
+    normaliser whose switches differ from tokenizer_config.json's, and adds the tokens listed
+    there that the file lacks."""
+    for entry in (config.get("added_tokens_decoder") or {}).values():
+        if backend.token_to_id(_token(entry)) is None:
+            return False
+    for key in ("pad_token", "unk_token", "cls_token", "sep_token", "bos_token", "eos_token", "mask_token"):
+        if config.get(key) is not None and backend.token_to_id(_token(config[key])) is None:
+            return False
+    normalizer = backend.normalizer
+    if normalizer is not None and type(normalizer).__name__ == "BertNormalizer":
+        state = json.loads(normalizer.__getstate__())
+        wanted = {"lowercase": config.get("do_lower_case", True),
+                  "strip_accents": config.get("strip_accents"),
+                  "handle_chinese_chars": config.get("tokenize_chinese_chars", True)}
+        if any(state.get(k, v) != v for k, v in wanted.items()):
+            return False
+    return True
+
+
+class OnnxEncoder:
+    """transformer + pooling + L2 normalisation, exported to ONNX once and run by ONNX Runtime;
+    `int8`: weights quantised per channel (dynamic int8), about 1.7x faster again. Questions
+    run on the fp32 session, loaded first; the int8 one loads when passages are first encoded
+    (a search never needs it)."""
+
+    def __init__(self, root: Path, int8: bool = False):
         self.root = root
-        self.tokenizer = AutoTokenizer.from_pretrained(str(root))
+        self.int8 = int8
+        self.tokenizer = FastTokenizer.load(root)
         try:
             self.max_seq_length = json.loads((root / "sentence_bert_config.json").read_text())["max_seq_length"]
         except (OSError, KeyError, json.JSONDecodeError):
             self.max_seq_length = min(512, self.tokenizer.model_max_length)
+        self.path = self._export()
+        # Questions always go through fp32: one at a time they cost ~5 ms, and int8 on both
+        # sides doubled the error (measured: dense recall within 0.5 points only this way).
+        self.query_session = self._session(self.path)
+        self._passage_session = None if int8 else self.query_session
+        self._session_lock = threading.Lock()
+        self.inputs = [i.name for i in self.query_session.get_inputs()]
+        self.dimension = self.query_session.get_outputs()[0].shape[-1]
+
+    @staticmethod
+    def _session(path: Path):
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = cpu_count()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # no busy-waiting after a run: spinning threads stole the cores from the FAISS search
         # that follows a question's encoding (measured: search 19 ms instead of 7 at 100k)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        path = self._export()
-        # Questions always go through fp32: one at a time they cost ~5 ms, and int8 on both
-        # sides doubled the error (measured: dense recall within 0.5 points only this way).
-        self.query_session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.session = (ort.InferenceSession(str(_quantize(path)), options, providers=["CPUExecutionProvider"])
-                        if int8 else self.query_session)
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        # a fast tokenizer called with padding/truncation options is not safe from two threads
-        # at once ("Already borrowed"); sessions are
-        self._tokenizer_lock = threading.Lock()
-        self.dimension = self.session.get_outputs()[0].shape[-1]
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    @property
+    def session(self):
+        """The passage session (int8 when asked for), loaded on first use."""
+        if self._passage_session is None:
+            with self._session_lock:
+                if self._passage_session is None:
+                    self._passage_session = self._session(_quantize(self.path))
+        return self._passage_session
 
     def get_embedding_dimension(self) -> int:
         return int(self.dimension)
@@ -243,8 +385,7 @@ class OnnxEncoder:
                     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 return torch.nn.functional.normalize(pooled, dim=-1)
 
-        sample = self.tokenizer(["an example sentence", "another one"], return_tensors="pt", padding=True,
-                                return_token_type_ids=True)
+        sample = self.tokenizer.batch(["an example sentence", "another one"], self.max_seq_length)
         cache.mkdir(parents=True, exist_ok=True)
         tmp = cache / f"model.{os.getpid()}.onnx"
         names = ["input_ids", "attention_mask", "token_type_ids"]
@@ -252,8 +393,8 @@ class OnnxEncoder:
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(Pipeline(), tuple(sample[n] for n in names), str(tmp), input_names=names,
-                              output_names=["embedding"], opset_version=17, dynamo=False,
+            torch.onnx.export(Pipeline(), tuple(torch.from_numpy(sample[n]) for n in names), str(tmp),
+                              input_names=names, output_names=["embedding"], opset_version=17, dynamo=False,
                               dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names},
                                             "embedding": {0: "batch"}})
         os.replace(tmp, target)
@@ -266,12 +407,8 @@ class OnnxEncoder:
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
-            with self._tokenizer_lock:
-                batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                       max_length=self.max_seq_length, return_tensors="np",
-                                       return_token_type_ids=True)
-            feed = {n: batch[n].astype(np.int64) for n in self.inputs}
-            out[idx] = session.run(None, feed)[0]
+            batch = self.tokenizer.batch([texts[i] for i in idx], self.max_seq_length)
+            out[idx] = session.run(None, {n: batch[n] for n in self.inputs})[0]
         return out
 
 
