@@ -38,6 +38,19 @@ def min_score(encoder: str) -> float:
     return MIN_SCORE.get(encoder.lower(), DEFAULT_MIN_SCORE)
 
 
+# Hybrid search's weight of the rescaled cosine against BM25, per encoder: the better the
+# encoder against keyword search, the more it gets. MiniLM is weaker than BM25 on English
+# (SQuAD dense r@1 0.64 against 0.78): 0.4, best on SQuAD's and COVID-QA's tuning halves; e5
+# is as strong as BM25 or stronger: 0.6, best on CMRC's tuning half (docs/benchmarks.md#fusion),
+# and at 0.4 hybrid fell under dense alone in German, Russian and Hindi (XQuAD, README table).
+FUSION_WEIGHT = {"all-minilm-l6-v2": 0.4, MULTILINGUAL: 0.6}
+DEFAULT_FUSION_WEIGHT = 0.4
+
+
+def fusion_weight(encoder: str) -> float:
+    return FUSION_WEIGHT.get(encoder.lower(), DEFAULT_FUSION_WEIGHT)
+
+
 def choose_encoder(sample: str) -> str:
     """The encoder for a new index whose documents read like `sample`: the English model when
     the text is in Latin script and reads as English, the multilingual one otherwise."""

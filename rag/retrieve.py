@@ -41,7 +41,12 @@ class Retriever:
     def __init__(self, store: Store, encoder: Encoder, settings: Settings | None = None):
         self.store, self.encoder = store, encoder
         settings = settings or Settings()
-        self.fusion_weight, self.candidates = settings.fusion_weight, settings.candidates
+        self.candidates = settings.candidates
+        self.fusion_weight = settings.fusion_weight
+        if self.fusion_weight is None:  # how much the index's own encoder earns against BM25
+            from .models import fusion_weight
+
+            self.fusion_weight = fusion_weight(getattr(encoder, "name", ""))
 
     def search(self, query: str, k: int = Settings.k, mode: str = Settings.mode, diverse: bool = False) -> list[Hit]:
         """The k best passages. `diverse`: skip near-copies of a passage already chosen, so

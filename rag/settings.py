@@ -46,7 +46,7 @@ class Settings:
     # Retrieval
     k: int = 4
     mode: str = "hybrid"  # dense | keyword | hybrid
-    fusion_weight: float = 0.4  # hybrid: weight of the rescaled cosine against BM25 (benchmarks/fusion.py: SQuAD, COVID-QA, CMRC)
+    fusion_weight: float | None = None  # hybrid: weight of the rescaled cosine against BM25; None: per encoder (models.FUSION_WEIGHT: MiniLM 0.4, e5 0.6)
     candidates: int = 50  # hybrid: passages taken from each method before fusing
     # Answering
     backend: str = "auto"  # auto | llama.cpp | transformers | openai (or generator "openai:MODEL")

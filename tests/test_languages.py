@@ -176,3 +176,12 @@ def test_language_table_puts_the_default_first():
 def test_language_list_needs_a_placeholder(tmp_path):
     with pytest.raises(BadDataset, match="lang"):
         run_languages(str(tmp_path / "xquad.json"), "en")
+
+
+def test_fusion_weight_follows_the_index_encoder():
+    from rag.models import fusion_weight
+    from rag.settings import Settings
+
+    assert Settings().fusion_weight is None  # decided per index, by its encoder
+    assert fusion_weight("multilingual-e5-small") > fusion_weight("all-MiniLM-L6-v2") == fusion_weight("unknown")
+    assert Settings(fusion_weight=0.7).fusion_weight == 0.7
