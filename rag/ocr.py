@@ -67,15 +67,15 @@ def recognize(image) -> str:
 
 
 def _lines(boxes):
-    """Boxes grouped into lines: a box whose vertical middle falls within the current line's
-    span joins it; each line is read left to right."""
+    """Boxes grouped into lines: a box whose vertical middle is within a third of the line's
+    height of the line's middle joins it; each line is read left to right."""
     lines = []
-    for top, bottom, left, text in sorted(boxes):
+    for top, bottom, left, text in sorted(boxes, key=lambda b: (b[0] + b[1]) / 2):
         middle = (top + bottom) / 2
-        if lines and lines[-1][0] <= middle <= lines[-1][1]:
+        if lines and abs(middle - lines[-1][0]) <= (lines[-1][1]) / 3:
             lines[-1][2].append((left, text))
         else:
-            lines.append([top, bottom, [(left, text)]])
+            lines.append([middle, bottom - top, [(left, text)]])
     return [[(left, text) for left, text in sorted(words)] for _, _, words in lines]
 
 
