@@ -1,93 +1,107 @@
-"""When should rag say "not in the documents"? Signals measured per question on SQuAD v2.0
-(whose unanswerable questions were written to look answerable from their paragraph):
+"""When should rag say "the documents may not say this"? The abstention curve of each signal
+on questions the index cannot answer, against the answerable questions it would wrongly
+refuse:
 
-- the best passage's cosine to the question (the retriever's, used before the decoder runs);
-- the supporting sentence's cosine to the question (the encoder's check of the decoder's choice);
-- the decoder's own "unknown" (Gemma, with the abstain example).
+- SQuAD v2.0, whose unanswerable questions were written to look answerable from their
+  paragraph (its answerable questions are the false "not found");
+- CMRC 2018 with the gold paragraph's document removed from retrieval (every question is then
+  unanswerable; the false "not found" is measured on CMRC with the gold document in place).
 
-For each signal and threshold it prints the share of unanswerable questions that get "not
-found" and the share of answerable ones that wrongly do, and picks the threshold with the
-most abstention at <= 5% false "not found".
+Signals: the calibrated confidence (`rag/confidence.py`, setting `min_confidence`), and, as
+before, the best passage's cosine and the supporting sentence's score. Every question the
+pipeline already refuses at default settings (best passage under `min_score`, the decoder's
+"unknown") counts as abstained at every threshold. It reads the dumps of
+`benchmarks/calibrate.py dump` and scores the held-out half only (the models are fitted on the
+other half):
 
-    .venv/bin/python benchmarks/abstain.py --limit 300
+    R=benchmarks/results
+    .venv/bin/python benchmarks/abstain.py --squad $R/conf-squad20.jsonl --cmrc $R/conf-cmrc.jsonl \\
+        --cmrc-nogold $R/conf-cmrc-nogold.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from rag import RAG  # noqa: E402
-from rag.evaluate import load, sample  # noqa: E402
+from calibrate import halves, picked, read, scored  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "datasets"
+from rag import confidence as conf  # noqa: E402
+
+THRESHOLDS = [x / 100 for x in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 25, 30, 35, 40, 50, 60, 70, 80, 90)]
 
 
-def signals(rag: RAG, questions) -> list[dict]:
-    from tqdm import tqdm
-
-    rows = []
-    for q in tqdm(questions, desc="answers", leave=False):
-        a = rag.ask(q.question)
-        top = a.sources[0].hit.dense if a.sources else None
-        rows.append({"impossible": q.impossible, "found": a.found, "top": top, "support": a.support})
+def judged(rows: list[dict]) -> list[dict]:
+    """Each row with the confidence the Judge gives it now (rag/confidence.py's MODELS) and
+    whether the short answer it then gives is right."""
+    seen = {id(r) for r in scored(rows)}
+    for r in rows:
+        r["confidence"] = None
+        if id(r) in seen and r.get("scores"):
+            chosen, r["confidence"] = picked(r, conf.MODELS)
+            r["right"] = chosen["right"]
+        elif id(r) in seen:
+            r["confidence"] = conf.probability(r, r["language"])
     return rows
 
 
-def sweep(rows: list[dict], key: str, max_false: float = 0.05) -> tuple[list[tuple], tuple | None]:
-    """(threshold, abstained on unanswerable, false not-found on answerable) per threshold."""
-    table, best = [], None
-    for t in [x / 100 for x in range(0, 91, 5)]:
-        def abstains(r):
-            value = r[key]
-            return not r["found"] or (value is not None and value < t)
+def value(row: dict, key: str) -> float | None:
+    return row.get(key)
 
-        un = [abstains(r) for r in rows if r["impossible"]]
-        ans = [abstains(r) for r in rows if not r["impossible"]]
-        row = (t, sum(un) / max(1, len(un)), sum(ans) / max(1, len(ans)))
+
+def refused(row: dict, key: str, t: float) -> bool:
+    v = value(row, key)
+    return not row["found"] or (v is not None and v < t)
+
+
+def sweep(unanswerable: list[dict], answerable: list[dict], key: str, max_false: float = 0.05):
+    """(threshold, abstained on unanswerable, false not-found on answerable, right among the
+    answered) per threshold, and the threshold with the most abstention at <= max_false."""
+    table, best = [], None
+    for t in THRESHOLDS:
+        un = sum(refused(r, key, t) for r in unanswerable) / max(1, len(unanswerable))
+        wrong = sum(refused(r, key, t) for r in answerable) / max(1, len(answerable))
+        kept = [r for r in answerable + unanswerable if not refused(r, key, t)]
+        precision = sum(r["right"] for r in kept) / max(1, len(kept))
+        row = (t, un, wrong, precision)
         table.append(row)
-        if row[2] <= max_false and (best is None or row[1] > best[1]):
+        if wrong <= max_false and (best is None or un > best[1]):
             best = row
     return table, best
 
 
+def show(name: str, unanswerable: list[dict], answerable: list[dict]) -> None:
+    print(f"\n## {name}: {len(unanswerable)} unanswerable, {len(answerable)} answerable (held-out half)")
+    for key, label in (("confidence", "confidence (min_confidence)"), ("top_dense", "best passage cosine"),
+                       ("support", "supporting sentence score")):
+        table, best = sweep(unanswerable, answerable, key)
+        print(f"\n{label}: threshold | abstained (unanswerable) | false not-found (answerable) | right among answered")
+        for t, a, f, p in table:
+            print(f"{t:.2f} | {a:.3f} | {f:.3f} | {p:.3f}")
+        print(f"most abstention at <= 5% false not-found: {best}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default=str(DATA / "squad_dev" / "squad-dev-v2.0.json"))
-    ap.add_argument("--limit", type=int, default=300)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--squad", help="dump of SQuAD v2.0 (calibrate.py dump)")
+    ap.add_argument("--cmrc", help="dump of CMRC 2018 with the gold document")
+    ap.add_argument("--cmrc-nogold", help="dump of CMRC 2018 with the gold document removed (--drop-gold)")
+    ap.add_argument("--seed", type=int, default=0, help="the split's seed (as calibrate.py fit)")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from answers import cached_index
-
-    from rag.settings import Settings
-
-    dataset = load(args.dataset)
-    index = cached_index(dataset, Settings.load().chunk_size)
-    rag = RAG(index, min_score=-1.0, min_support=-1.0)  # every signal measured, none applied
-    rows = signals(rag, sample(dataset.questions, args.limit, args.seed))
-    if args.json:
-        print(json.dumps(rows))
-        return
-    un = sum(r["impossible"] for r in rows)
-    decoder = [not r["found"] for r in rows]
-    print(f"{dataset.name}: {len(rows)} questions, {un} unanswerable; decoder's own 'unknown': "
-          f"{sum(d for d, r in zip(decoder, rows) if r['impossible']) / max(1, un):.3f} of unanswerable, "
-          f"{sum(d for d, r in zip(decoder, rows) if not r['impossible']) / max(1, len(rows) - un):.3f} of answerable")
-    for key, name in (("top", "best passage cosine"), ("support", "supporting sentence cosine")):
-        table, best = sweep(rows, key)
-        print(f"\n{name} (plus the decoder's 'unknown'): threshold | abstained (unanswerable) | false not-found")
-        for t, a, f in table:
-            print(f"{t:.2f} | {a:.3f} | {f:.3f}")
-        print(f"best at <= 5% false not-found: {best}")
+    if args.squad:
+        _, held = halves(read([args.squad]), args.seed)
+        held = judged(held)
+        show("SQuAD v2.0", [r for r in held if r["impossible"]], [r for r in held if not r["impossible"]])
+    if args.cmrc and args.cmrc_nogold:
+        _, held = halves(read([args.cmrc, args.cmrc_nogold]), args.seed)
+        held = judged(held)
+        show("CMRC 2018, gold document removed", [r for r in held if r["impossible"]],
+             [r for r in held if not r["impossible"]])
 
 
 if __name__ == "__main__":

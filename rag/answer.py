@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from .retrieve import Hit
 
 NOT_FOUND = "Not found in the indexed documents."
+# An answer whose confidence is under `min_confidence`: the Markdown names the closest passages.
+MAY_NOT_SAY = "The documents may not say this."
 EMPTY_INDEX = "The index is empty: add documents with `rag ingest PATH` (or the Add documents panel)."
 
 
@@ -79,6 +81,7 @@ class Answer:
     timings: Timings = field(default_factory=Timings)
     supporting: list[str] = field(default_factory=list)  # the sources' sentences it rests on, verbatim
     support: float | None = None  # the sentence check's score of the supporting sentence
+    confidence: float | None = None  # probability that the short answer is right (rag/confidence.py)
     note: str = ""  # what an answer that was not found says instead (why, and what to do)
 
     @property

@@ -1,6 +1,6 @@
 """One question's way through rag, top to bottom:
 
-    Retrieve -> Read -> Cite -> Compose -> Answer
+    Retrieve -> Read -> Cite -> Compose -> Judge -> Answer
 
 Each stage is a small class with one `run(question)` on one state record, `Question`; it gets
 the parts it needs (retriever, decoder, encoder, store) when it is made, and never calls back
@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import compose as comp
-from .answer import EMPTY_INDEX, NOT_FOUND, Answer, Draft, Sentence, Source, Timer
+from . import confidence as conf
+from .answer import EMPTY_INDEX, MAY_NOT_SAY, NOT_FOUND, Answer, Draft, Sentence, Source, Timer
 from .citations import check_free_answer, cite_span, evidence
 from .errors import RagError
 from .present import statement
@@ -52,6 +53,10 @@ class Question:
     sources: list[Source] = field(default_factory=list)  # Cite: every hit, numbered, cited marked
     sentences: list[Sentence] = field(default_factory=list)  # Cite (free) or Compose (copied)
     composed: comp.Composed | None = None  # Compose
+    copied: str = ""  # Compose: the span the statement is built around (the second copy's, if overruled)
+    respanned: str = ""  # Compose: the sentence the decoder copied again from, when the check overruled it
+    signals: dict = field(default_factory=dict)  # Judge: what the confidence was computed from
+    confidence: float | None = None  # Judge: the probability that the short answer is right
 
     @property
     def everything(self) -> list[tuple[Hit, str]]:
@@ -170,6 +175,7 @@ class Compose:
             q.sentences = [Sentence(q.span)]
             return
         passage, span = cited.text, q.span
+        q.copied = span
         table = comp.sentence_table(passage)
         choice = comp.locate(span, passage, table)
         if choice is None:
@@ -178,7 +184,8 @@ class Compose:
             if len(table) > 1:
                 choice = comp.check_sentence(choice, table, self.scores(q.text, table), self.margin)
                 if choice.overruled:
-                    span = self.reader.respan(q, table[choice.index][2])
+                    q.respanned = table[choice.index][2]
+                    span = q.copied = self.reader.respan(q, q.respanned)
             made = comp.statement(span, passage, table, choice, q.text)
             cited.evidence = made.evidence or cited.evidence
             if made.supporting:
@@ -220,6 +227,46 @@ class Compose:
                 made.said[-1] = f"{made.said[-1]} {rest}"
 
 
+class Judge:
+    """How likely the short answer is right (`confidence.py`): retrieval's scores, the sentence
+    check's, whether it overruled the decoder, and the decoder's log-probability of its span
+    against "unknown" and the other candidates of the supporting sentences, scored under the
+    prompt the span was copied with (llama.cpp's cache holds it). A backend that cannot score
+    (transformers) gets the model fitted without the decoder's signals."""
+
+    def __init__(self, decoder, reader: Read, language: str):
+        self.decoder, self.reader, self.language = decoder, reader, language
+
+    def run(self, q: Question) -> None:
+        made, hits = q.composed, q.hits
+        if made is None or not hits:
+            return
+        s = {"top_dense": hits[0].dense, "top_fused": hits[0].score,
+             "margin": hits[0].score - hits[1].score if len(hits) > 1 else None,
+             "support": made.support, "overruled": float(bool(q.respanned)), "short_empty": float(not made.short),
+             **conf.text_signals(q.text, made.short, made.supporting)}
+        scorer = getattr(self.decoder, "score", None)
+        if scorer is not None and q.copied and q.passages:
+            alternatives = [c for c in conf.candidates(q.text, made.supporting or [q.copied])
+                            if c.lower() != q.copied.lower()]
+            passages = [(q.passages[0][0], q.respanned)] if q.respanned else q.passages
+            messages = build_messages(q.text, passages, self.reader.abstains(q), self.reader.grounded)
+            scores = scorer(messages, "Answer:", [q.copied, conf.UNKNOWN, *alternatives])
+            if scores and scores[0]:
+                s.update(conf.decoder_signals(q.copied, alternatives, scores), alternatives=alternatives,
+                         scores=scores)
+                short, q.confidence = conf.choose(q.text, made.short, alternatives, scores, made.supporting, s,
+                                                  self.language)
+                if short != made.short:  # a likelier candidate of the same sentences
+                    s["greedy_short"], made.short = made.short, short
+                    size = lambda t: len(t) // 2 if has_cjk(t) else len(t.split())  # noqa: E731
+                    made.short_first = comp.is_factoid(q.text) and size(short) < 0.6 * size(" ".join(made.said))
+        if q.confidence is None:
+            q.confidence = conf.probability(s, self.language)
+        q.signals = s
+        q.timer.mark("judged_ms")
+
+
 class AnswerPipeline:
     """The stages wired for one index and its settings. `stream(question)` yields `Draft`
     events, then the `Answer`."""
@@ -229,6 +276,7 @@ class AnswerPipeline:
         self.settings, self.rag = s, rag
         self.retrieve = Retrieve(rag.search, s.diverse)
         self.min_score = rag.min_score
+        self.language = conf.language(s.encoder)
         self._reader = None
 
     @property
@@ -251,6 +299,8 @@ class AnswerPipeline:
                 Cite(reader.copy).run(q)
                 if reader.copy:
                     Compose(self.rag.encoder, reader, self.rag.store, self.settings).run(q)
+                    if self.refusal(q) is None:
+                        Judge(reader.decoder, reader, self.language).run(q)
         yield self.answer(q)
 
     def refusal(self, q: Question) -> str | None:
@@ -271,6 +321,8 @@ class AnswerPipeline:
         if made is not None and made.supporting and made.support is not None \
                 and made.support < self.settings.min_support:
             return NOT_FOUND  # the sentence the answer rests on is too far from the question
+        if q.confidence is not None and q.confidence < self.settings.min_confidence:
+            return MAY_NOT_SAY  # the answer is more likely wrong than the person asked to accept
         return None
 
     def answer(self, q: Question) -> Answer:
@@ -283,8 +335,9 @@ class AnswerPipeline:
         if note is not None:
             for s in sources:
                 s.cited = False
-            return Answer(q.asked, found=False, sources=sources, timings=timings, note=note, support=support)
+            return Answer(q.asked, found=False, sources=sources, timings=timings, note=note, support=support,
+                          confidence=q.confidence)
         return Answer(q.asked, short=made.short if made else "", short_first=bool(made and made.short_first),
                       sentences=q.sentences, sources=sources, timings=timings,
                       supporting=made.supporting if made else [s.evidence for s in sources if s.cited],
-                      support=support)
+                      support=support, confidence=q.confidence)

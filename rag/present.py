@@ -26,11 +26,26 @@ def statement(sentences) -> str:
     return " ".join(parts)
 
 
+def closest(answer, n: int = 3) -> str:
+    """"[1] guide.pdf, page 3; [2] notes.txt": where a person can look when rag doubts its answer."""
+    return "; ".join(f"[{s.n}] {where(s, full_path=False, heading=False)}" for s in answer.sources[:n])
+
+
+def not_found(answer) -> str:
+    """The note of an answer that was not found; one refused for its low confidence names the
+    closest passages ("The documents may not say this; the closest passages are [1] a.txt")."""
+    from .answer import MAY_NOT_SAY
+
+    if answer.note == MAY_NOT_SAY and answer.sources:
+        return f"{MAY_NOT_SAY[:-1]}; the closest passages are {closest(answer)}."
+    return answer.note
+
+
 def markdown(answer) -> str:
     """What a person reads: the short answer in bold before its cited sentence(s), or the note
     of an answer that was not found."""
     if not answer.found:
-        return answer.note
+        return not_found(answer)
     body = statement(answer.sentences)
     return f"**{answer.short}**: {body}" if answer.short_first else body
 
@@ -50,7 +65,7 @@ def source_dict(s) -> dict:
 def as_dict(answer) -> dict:
     """`rag ask --json`, and the extra fields of the HTTP API's answers."""
     return {"question": answer.question, "answer": markdown(answer), "short_answer": answer.short,
-            "supporting": answer.supporting, "found": answer.found,
+            "supporting": answer.supporting, "found": answer.found, "confidence": answer.confidence,
             "sources": [source_dict(s) for s in answer.sources], "timings": asdict(answer.timings)}
 
 
@@ -73,7 +88,7 @@ def terminal(answer, bold: bool) -> str:
     """The answer for a terminal: the short answer in bold where `bold`, control characters
     of documents and servers escaped."""
     if not answer.found:
-        return safe(answer.note)
+        return safe(not_found(answer))
     body = safe(statement(answer.sentences))
     if not answer.short_first:
         return body

@@ -61,6 +61,7 @@ class Settings:
     sentence_margin: float = 0.10  # the encoder overrules the decoder's sentence when another is closer by this (cosine)
     sentence_word_weight: float = 0.6  # the sentence check adds this times the share of question words it holds (README table)
     min_support: float = 0.0  # supporting sentence's score below this -> "not found" (off: no threshold paid off, README)
+    min_confidence: float = 0.06  # answers less likely right than this -> "the documents may not say this" (benchmarks/abstain.py: the most abstention with <= 5% false "not found" on SQuAD v1.1, v2.0 and CMRC)
     abstain: str = "auto"  # on | off | auto: a second example answers "unknown" (on for Gemma, measured)
     diverse: bool = True  # ask: sources are not near-copies of each other
     answer_k: int = 1  # passages in the decoder's prompt (measured best for the tiny default decoders)
@@ -126,7 +127,7 @@ RANGES: dict[str, tuple] = {
     "k": (1, 1000), "fusion_weight": (0.0, 1.0), "candidates": (1, 100_000),
     "request_timeout": (0.001, 86400.0), "answer_timeout": (0.001, 86400.0), "max_tokens": (1, 1_000_000), "context_window": (16, 10_000_000),
     "temperature": (0.0, 2.0), "min_score": (-1.0, 1.0), "sentence_margin": (0.0, 2.0),
-    "sentence_word_weight": (0.0, 10.0), "min_support": (-1.0, 10.0), "answer_k": (1, 1000),
+    "sentence_word_weight": (0.0, 10.0), "min_support": (-1.0, 10.0), "min_confidence": (0.0, 1.0), "answer_k": (1, 1000),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "encoder_runtime": ("auto", "onnx-int8", "onnx", "torch"),

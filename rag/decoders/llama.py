@@ -56,6 +56,54 @@ class LlamaCpp(LocalModel):
                 ids.add(toks[0])
         return ids
 
+    def score(self, messages: list[dict], prefix: str, candidates: list[str]) -> list[list[float]]:
+        """The log-probability of each token of each candidate reply after the prompt (what the
+        decoder would think of writing it): the answer's confidence and the candidates' ranking.
+        The prompt is read once, from llama.cpp's cache where the last answer left it (the
+        same prompt costs only the candidates' tokens); the candidates then go through one
+        batched decode each, a few tokens long, and are dropped from the cache after."""
+        import numpy as np
+        from llama_cpp._internals import LlamaBatch
+
+        prompt = self.tokenize(self.render(messages, prefix), special=True)
+        pieces = [self.tokenize(" " + c.strip())[:32] for c in candidates]
+        with self.lock:
+            m = self.model
+            if len(prompt) + max((len(p) for p in pieces), default=0) >= m.n_ctx():
+                return [[] for _ in candidates]
+            cached = 0
+            for a, b in zip(m.input_ids[:m.n_tokens], prompt):
+                if a != b:
+                    break
+                cached += 1
+            m.n_tokens = min(cached, len(prompt) - 1)  # the last prompt token is read again: its logits
+            m.eval(prompt[m.n_tokens:])
+            first = _log_softmax(np.ctypeslib.as_array(m._ctx.get_logits_ith(-1), shape=(m.n_vocab(),)))
+            at = len(prompt)
+            batch = LlamaBatch(n_tokens=max(1, max((len(p) for p in pieces), default=1)), embd=0, n_seq_max=1,
+                               verbose=False)
+            scores = []
+            try:
+                for tokens in pieces:
+                    if not tokens:
+                        scores.append([])
+                        continue
+                    out = [float(first[tokens[0]])]
+                    if len(tokens) > 1:
+                        batch.set_batch(tokens[:-1], n_past=at, logits_all=True)
+                        m._ctx.decode(batch)
+                        for i, t in enumerate(tokens[1:]):
+                            row = np.ctypeslib.as_array(m._ctx.get_logits_ith(i), shape=(m.n_vocab(),))
+                            out.append(float(_log_softmax(row)[t]))
+                        m._ctx.kv_cache_seq_rm(-1, at, -1)
+                    scores.append(out)
+            finally:
+                batch.close()
+                m._ctx.kv_cache_seq_rm(-1, at, -1)
+                m.n_tokens = at  # the cache holds exactly the prompt: the next answer reuses it
+                m._requires_eval = True  # its logits are a candidate's: the next answer reads a token again
+            return scores
+
     def _stream(self, prompt, max_tokens, stop, constraint, temperature):
         from llama_cpp import LogitsProcessorList
 
@@ -97,3 +145,10 @@ def _quiet_llama_logs() -> None:
 
         _LOG_CALLBACK = swallow  # must outlive every later log call: llama.cpp keeps the pointer
         llama_cpp.llama_log_set(_LOG_CALLBACK, None)
+
+
+def _log_softmax(row):
+    import numpy as np
+
+    top = float(row.max())
+    return row - (top + np.log(np.exp(row - top).sum()))

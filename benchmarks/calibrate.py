@@ -1,0 +1,290 @@
+"""The answer confidence, fitted and checked on held-out questions (rag/confidence.py).
+
+1. `dump`: answer a seeded sample of a dataset with default settings and write, per question,
+   the Judge's signals, the answer and whether its short answer is right (F1 >= 0.5 against
+   the gold; an unanswerable question's answer is never right). `--drop-gold` removes the
+   gold paragraph's document from retrieval (CMRC "with the gold article removed": every
+   question becomes unanswerable from the index).
+2. `fit`: split every dump in a calibration half and a held-out half (seeded), fit the
+   logistic model per language (with and without the decoder's log-probabilities), print the
+   held-out expected calibration error, the precision at confidence >= 0.8 and the
+   reliability table; `--write` stores the models in rag/confidence.py (MODELS).
+
+    D=../shared/datasets; R=benchmarks/results
+    .venv/bin/python benchmarks/calibrate.py dump $D/squad_dev/squad-dev-v1.1.json --limit 200 --out $R/conf-squad11.jsonl
+    .venv/bin/python benchmarks/calibrate.py dump $D/squad_dev/squad-dev-v2.0.json --limit 300 --out $R/conf-squad20.jsonl
+    .venv/bin/python benchmarks/calibrate.py dump $D/cmrc2018/cmrc2018-dev.json --limit 200 --out $R/conf-cmrc.jsonl
+    .venv/bin/python benchmarks/calibrate.py dump $D/cmrc2018/cmrc2018-dev.json --limit 200 --seed 1 --drop-gold --out $R/conf-cmrc-nogold.jsonl
+    .venv/bin/python benchmarks/calibrate.py fit $R/conf-*.jsonl --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from rag import confidence as conf  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "datasets"
+
+
+def dump(args) -> None:
+    from answers import cached_index
+
+    from rag import RAG
+    from rag.evaluate import f1_score, load, sample
+    from rag.pipeline import AnswerPipeline, Question
+    from rag.present import plain
+    from rag.settings import Settings
+
+    dataset = load(args.dataset)
+    rag = RAG(cached_index(dataset, Settings.load().chunk_size, progress=False))
+    rag.ask("warm-up question about anything")
+    pipe = AnswerPipeline(rag)
+    gold = [None]
+    if args.drop_gold:
+        def search(query, k, mode, diverse):
+            hits = rag.search(query, k=4 * k, mode=mode, diverse=diverse)
+            return [h for h in hits if Path(h.source).name != gold[0]][:k]
+
+        pipe.retrieve.search = search
+    s = rag.settings
+    questions = sample(dataset.questions, args.limit, args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with out.open("w") as f:
+        for i, item in enumerate(questions):
+            gold[0] = item.source
+            q = Question(item.question, item.question, item.question, s.k, s.mode, s.max_tokens)
+            answer = None
+            for answer in pipe.stream(q):
+                pass
+            impossible = item.impossible or args.drop_gold
+            short = (answer.short or plain(answer)) if answer.found else ""
+            f1 = 0.0 if impossible or not answer.found else f1_score(short, item.answers)
+            row = {"dataset": dataset.name + ("-nogold" if args.drop_gold else ""), "i": i,
+                   "question": item.question, "gold": item.answers, "impossible": impossible,
+                   "found": answer.found, "note": answer.note, "short": answer.short, "copied": q.copied,
+                   "f1": round(f1, 4), "right": bool(answer.found and f1 >= 0.5), "language": pipe.language,
+                   "first_token_ms": answer.timings.first_token_ms, "total_ms": answer.timings.total_ms,
+                   "judge_ms": (q.timer.marks["judged_ms"] - q.timer.marks.get("decoded_ms", 0))
+                   if "judged_ms" in q.timer.marks else None,
+                   "supporting": answer.supporting, **q.signals}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            if (i + 1) % 25 == 0:
+                print(f"{i + 1}/{len(questions)} {time.time() - start:.0f} s", file=sys.stderr, flush=True)
+
+
+def read(paths) -> list[dict]:
+    """The dumps' rows; the word signals (`confidence.text_signals`) computed again from each
+    row's question, short answer and supporting sentences, so a dump outlives their changes."""
+    rows = []
+    for p in paths:
+        rows += [json.loads(line) for line in Path(p).read_text().splitlines() if line.strip()]
+    for r in rows:
+        if r.get("top_dense") is not None:
+            r.update(conf.text_signals(r["question"], r["short"], r["supporting"]))
+    return rows
+
+
+def halves(rows: list[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(calibration, held-out): each dataset's questions split in two at random (seeded)."""
+    cal, held = [], []
+    for name in sorted({r["dataset"] for r in rows}):
+        part = [r for r in rows if r["dataset"] == name]
+        order = list(range(len(part)))
+        random.Random(seed).shuffle(order)
+        for n, j in enumerate(order):
+            (cal if n % 2 == 0 else held).append(part[j])
+    return cal, held
+
+
+def scored(rows: list[dict]) -> list[dict]:
+    """The answers the Judge saw (not refused before it): the ones a confidence is given to."""
+    return [r for r in rows if r.get("support") is not None or r.get("top_dense") is not None]
+
+
+def report(name: str, probs: list[float], right: list[bool]) -> str:
+    n = len(probs)
+    hi = [r for p, r in zip(probs, right) if p >= 0.8]
+    ece = conf.calibration_error(probs, right)
+    lines = [f"{name}: {n} answers, right {sum(right) / max(1, n):.3f}, held-out ECE {ece:.3f}, "
+             f"confidence >= 0.8: {len(hi)} answers ({len(hi) / max(1, n):.3f}), "
+             f"precision {sum(hi) / max(1, len(hi)):.3f}"]
+    lines.append("  bin | answers | mean confidence | right")
+    for b in range(10):
+        idx = [i for i, p in enumerate(probs) if b / 10 <= p < (b + 1) / 10 or (b == 9 and p == 1.0)]
+        if idx:
+            lines.append(f"  {b / 10:.1f}-{(b + 1) / 10:.1f} | {len(idx)} | "
+                         f"{sum(probs[i] for i in idx) / len(idx):.3f} | {sum(right[i] for i in idx) / len(idx):.3f}")
+    return "\n".join(lines)
+
+
+def auc(probs: list[float], right: list[bool]) -> float:
+    pos = [p for p, r in zip(probs, right) if r]
+    neg = [p for p, r in zip(probs, right) if not r]
+    if not pos or not neg:
+        return float("nan")
+    return sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg))
+
+
+def candidate_rows(r: dict) -> list[dict]:
+    """The candidates the Judge ranks for one dumped answer (confidence.shortlist), each
+    labelled right or not against the gold (never, for an unanswerable question)."""
+    from rag.evaluate import f1_score
+
+    shorts, kept = conf.shortlist(r["question"], r["short"], r["alternatives"], r["scores"])
+    rows = conf.candidate_signals(r["question"], shorts, kept, r["supporting"], r)
+    for i, (row, short) in enumerate(zip(rows, shorts)):
+        # the decoder's own: as the dump scored it (an empty short answer: the whole answer)
+        f1 = 0.0 if r["impossible"] else r["f1"] if i == 0 else f1_score(short, r["gold"])
+        row.update(short=short, f1=f1, right=f1 >= 0.5, lp_unknown=conf.mean(r["scores"][1]))
+    return rows
+
+
+def picked(r: dict, models: dict, switch: float | None = None, platt: bool = True) -> tuple[dict, float]:
+    """(the chosen candidate's row, its probability) as `confidence.choose` decides."""
+    language = r["language"]
+    model = dict(models[f"{language}-rank"])
+    if switch is not None:
+        model["switch"] = switch
+    if not platt:
+        model.pop("platt", None)
+    rows = candidate_rows(r)
+    short, p = conf.choose(r["question"], r["short"], r["alternatives"], r["scores"], r["supporting"], r, language,
+                           {**models, f"{language}-rank": model})
+    return next(c for c in rows if c["short"] == short), p
+
+
+SWITCHES = (0.0, 0.02, 0.05, 0.1, 0.2, 1.0)
+
+
+def fit_rank(rows: list[dict], language: str, l2: float) -> dict:
+    """The ranking model on every candidate of `rows`, its switch margin (the best short-answer
+    F1 on answerable questions) and its recalibration (logistic on the chosen candidate's
+    logit and the answer model's), both from two-fold cross-fitting."""
+    folds = [rows[0::2], rows[1::2]]
+    out_of_fold = []  # (row, per switch margin: the chosen candidate and its probability, answer model)
+    for k in (0, 1):
+        other = folds[1 - k]
+        models = {f"{language}-rank": conf.fit([c for r in other for c in candidate_rows(r)], conf.FEATURES_RANK, l2),
+                  language: conf.fit(other, conf.FEATURES, l2)}
+        for r in folds[k]:
+            out_of_fold.append((r, {m: picked(r, models, m, platt=False) for m in SWITCHES}, models))
+
+    def f1_at(m):
+        return sum(choice[m][0]["f1"] for r, choice, _ in out_of_fold if not r["impossible"])
+    switch = max(SWITCHES, key=lambda m: (f1_at(m), m))
+    points = []
+    for r, choice, models in out_of_fold:
+        c, p = choice[switch]
+        together = {**r, **conf.text_signals(r["question"], c["short"], r["supporting"]),
+                    "short_empty": float(not c["short"])}
+        points.append({"z": conf._logit(p), "za": conf._logit(conf.probability(together, language, models)),
+                       "right": c["right"]})
+    platt = conf.fit(points, ("z", "za"), l2=0.01)
+    (w1, w2, b), (m1, m2), (s1, s2) = platt["weights"], platt["mean"], platt["scale"]
+    model = conf.fit([c for r in rows for c in candidate_rows(r)], conf.FEATURES_RANK, l2)
+    model.update(switch=switch, platt=[round(w1 / s1, 6), round(w2 / s2, 6), round(b - w1 * m1 / s1 - w2 * m2 / s2, 6)])
+    return model
+
+
+def fit_models(rows: list[dict], l2: float) -> dict:
+    models = {}
+    for language in sorted({r["language"] for r in rows}):
+        part = scored([r for r in rows if r["language"] == language])
+        models[language] = conf.fit(part, conf.FEATURES, l2)
+        ranked = [r for r in part if r.get("scores")]
+        if ranked:
+            models[f"{language}-rank"] = fit_rank(ranked, language, l2)
+    return models
+
+
+def python_block(models: dict) -> str:
+    """The models as a Python literal of short lines (a reviewable diff when refitted)."""
+    import textwrap
+
+    lines = ["{"]
+    for key, model in models.items():
+        lines.append(f"    {json.dumps(key)}: {{")
+        for field, value in model.items():
+            wrapped = textwrap.wrap(json.dumps(value), 100, subsequent_indent=" " * 12, break_on_hyphens=False)
+            lines.append(f"        {json.dumps(field)}: " + "\n".join(wrapped) + ",")
+        lines.append("    },")
+    return "\n".join(lines + ["}"])
+
+
+def fit(args) -> None:
+    rows = read(args.dumps)
+    cal, held = halves(rows, args.seed)
+    models = fit_models(cal, args.l2)
+    print(f"calibration half {len(scored(cal))} answers, held-out half {len(scored(held))} "
+          f"(of {len(cal)} + {len(held)} questions); L2 {args.l2}")
+    for language in sorted({r["language"] for r in held}):
+        part = scored([r for r in held if r["language"] == language])
+        rank = models.get(f"{language}-rank")
+        print(f"\n## {language}: switch margin {rank and rank['switch']}, Platt {rank and rank['platt']}")
+        for how in ("rank", "answer signals only"):
+            probs, right = [], []
+            for r in part:
+                if how == "rank" and r.get("scores"):
+                    c, p = picked(r, models)
+                    probs.append(p), right.append(c["right"])
+                else:
+                    probs.append(conf.probability(r, language, models)), right.append(r["right"])
+            print(report(f"{language}, {how} (held out)", probs, right) + f"\n  AUC {auc(probs, right):.3f}")
+        print("\nshort-answer F1 on answerable questions (held out; a refused one scores 0): "
+              "dataset | questions | decoder's span | chosen candidate | oracle among candidates")
+        for name in sorted({r["dataset"] for r in held if r["language"] == language}):
+            ans = [r for r in held if r["dataset"] == name and not r["impossible"]]
+            if not ans:
+                continue
+            base = sum(r["f1"] for r in ans) / len(ans)
+            chosen = sum(picked(r, models)[0]["f1"] if r.get("scores") else r["f1"] for r in ans) / len(ans)
+            oracle = sum(max(c["f1"] for c in candidate_rows(r)) if r.get("scores") else r["f1"] for r in ans) / len(ans)
+            print(f"{name} | {len(ans)} | {base:.3f} | {chosen:.3f} | {oracle:.3f}")
+    for key, m in models.items():
+        print(key, "weights:", dict(zip(m["features"] + ["intercept"], m["weights"])))
+    if args.write:
+        path = ROOT / "rag" / "confidence.py"
+        text = path.read_text()
+        block = "MODELS: dict[str, dict] = " + python_block(models) + "\n"
+        text = re.sub(r"MODELS: dict\[str, dict\] = (?:\{\}|\{\n.*?\n\})\n", lambda _: block, text, count=1, flags=re.S)
+        path.write_text(text)
+        print(f"wrote {len(models)} models (fitted on the calibration half) to {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("dump")
+    d.add_argument("dataset")
+    d.add_argument("--limit", type=int, default=200)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--drop-gold", action="store_true")
+    d.add_argument("--out", required=True)
+    f = sub.add_parser("fit")
+    f.add_argument("dumps", nargs="+")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--l2", type=float, default=1.0)
+    f.add_argument("--write", action="store_true")
+    args = ap.parse_args()
+    dump(args) if args.command == "dump" else fit(args)
+
+
+if __name__ == "__main__":
+    main()
