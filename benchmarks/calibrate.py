@@ -11,10 +11,10 @@
    reliability table; `--write` stores the models in rag/confidence.py (MODELS).
 
     D=../shared/datasets; R=benchmarks/results
-    .venv/bin/python benchmarks/calibrate.py dump $D/squad_dev/squad-dev-v1.1.json --limit 200 --out $R/conf-squad11.jsonl
+    .venv/bin/python benchmarks/calibrate.py dump $D/squad_dev/squad-dev-v1.1.json --limit 150 --out $R/conf-squad11.jsonl
     .venv/bin/python benchmarks/calibrate.py dump $D/squad_dev/squad-dev-v2.0.json --limit 300 --out $R/conf-squad20.jsonl
-    .venv/bin/python benchmarks/calibrate.py dump $D/cmrc2018/cmrc2018-dev.json --limit 200 --out $R/conf-cmrc.jsonl
-    .venv/bin/python benchmarks/calibrate.py dump $D/cmrc2018/cmrc2018-dev.json --limit 200 --seed 1 --drop-gold --out $R/conf-cmrc-nogold.jsonl
+    .venv/bin/python benchmarks/calibrate.py dump $D/cmrc2018/cmrc2018-dev.json --limit 150 --out $R/conf-cmrc.jsonl
+    .venv/bin/python benchmarks/calibrate.py dump $D/cmrc2018/cmrc2018-dev.json --limit 150 --seed 1 --drop-gold --out $R/conf-cmrc-nogold.jsonl
     .venv/bin/python benchmarks/calibrate.py fit $R/conf-*.jsonl --write
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import re
