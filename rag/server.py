@@ -265,11 +265,12 @@ def create_app(indexes: list[str] | None = None, keys: Keys | None = None, limit
         yield
         await asyncio.get_running_loop().run_in_executor(None, state.close)
 
-    app = FastAPI(title="rag", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="rag", version=_version(), lifespan=lifespan, docs_url=None,
                   description="Answers with sources from your indexed documents. OpenAI-compatible "
                               "(`/v1/chat/completions`, `/v1/models`, `/v1/embeddings`); see docs/api.md.")
     app.state.rag = state
     app.add_middleware(BodyLimit, state=state)
+    _offline_docs(app)
 
     @app.exception_handler(ApiError)
     async def _api_error(request, e: ApiError):
@@ -478,6 +479,22 @@ def create_app(indexes: list[str] | None = None, keys: Keys | None = None, limit
         return {"removed": removed}
 
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """The API docs page at /docs with Swagger UI's files served from the swagger-ui-bundle
+    package: FastAPI's default loads them from a CDN, a blank page on a machine offline."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="rag API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="")
 
 
 def _model(name: str) -> dict:
