@@ -360,7 +360,7 @@ def test_scanned_pages_past_the_time_limit_are_reported(tmp_path):
     assert [p for p, _ in doc.skipped] == [2, 3]
     assert "scanned page not read: the file's 0 s of OCR were spent (max_ocr_seconds)" == doc.skipped[0][1]
     only_scans = make_scanned_pdf(tmp_path / "scans.pdf", "", [render_page(ENGLISH, LATIN_FONT)])  # page 1 blank
-    with pytest.raises(UnreadableFile, match=r"no text layer, and its 2 scanned page\(s\) were not read"):
+    with pytest.raises(UnreadableFile, match=r"no text layer, and its 1 scanned page\(s\) were not read"):
         read(only_scans, limits=Limits(max_ocr_seconds=0))
 
 
