@@ -23,7 +23,11 @@ class IndexLocked(RagError):
 
 
 class UnreadableFile(RagError):
-    """One input file could not be read; ingest records it and moves on."""
+    """One input file could not be read; ingest records it and moves on. The reason is one
+    line, whatever a parser put in it (lxml's messages carry newlines)."""
+
+    def __init__(self, reason: str = ""):
+        super().__init__(" ".join(str(reason).split()))
 
 
 class ModelNotFound(RagError):

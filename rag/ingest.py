@@ -131,7 +131,7 @@ def scan(paths: list[Path], index_root: Path, follow_links: bool = False) -> Sca
 
 
 def limits(settings: Settings) -> Limits:
-    return Limits(settings.max_inflated_mb, settings.max_text_mb, settings.max_json_depth)
+    return Limits(settings.max_inflated_mb, settings.max_text_mb, settings.max_json_depth, settings.max_ocr_seconds)
 
 
 def sample_text(paths, limits: Limits = Limits(), files: int = 20, chars: int = 200_000,
@@ -180,6 +180,7 @@ class Ingestor:
         self.splitter = Splitter(encoder.tokenizer, settings.chunk_size, settings.chunk_overlap,
                                  settings.max_chunk_chars)
         self.limits = limits(settings)
+        self.skipped_pages: list[FileProblem] = []  # pages a reader could not read (a scan without OCR)
         self._since_commit = 0  # new chunks written since the last commit
         self._progress = False
 
@@ -246,6 +247,9 @@ class Ingestor:
                         w.drop_if_unused(w.delete_document(key))
                         report.removed += 1
             w.commit()
+        report.skipped_files += self.skipped_pages  # never dropped silently: listed with the reason
+        report.skipped += len(self.skipped_pages)
+        self.skipped_pages = []
         report.seconds = round(time.perf_counter() - started, 3)
         return report
 
@@ -272,7 +276,9 @@ class Ingestor:
     def split(self, path: str | Path, data: bytes) -> list:
         """One file's bytes -> its chunks (UnreadableFile when it has no text, or more than
         `max_chunks_per_file`: bounded work per file)."""
-        chunks = self.splitter.split(read(path, data, self.limits), self.settings.max_chunks_per_file)
+        doc = read(path, data, self.limits)
+        self.skipped_pages += [FileProblem(f"{path}, page {page}", why) for page, why in doc.skipped]
+        chunks = self.splitter.split(doc, self.settings.max_chunks_per_file)
         if not chunks:
             raise UnreadableFile("no text found")
         return chunks

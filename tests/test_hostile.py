@@ -72,7 +72,7 @@ def test_hostile_folder_is_ingested_around_its_bad_files(hostile, tmp_path):
     assert "inflates to 40 MB, over the 16 MB limit" in failed["bomb.docx"]
     assert "nested" in failed["deep.json"]
     assert "empty" in failed["empty.txt"]
-    assert "unsupported file type '.png'" == skipped["picture.png"]
+    assert "corrupt image" in failed["picture.png"]  # an image is read (OCR); random bytes are no image
     assert "not a regular file" in skipped["pipe.txt"]
     assert report["added"] == 5  # good, also_good, nospace, utf16, big_cell
     assert f"failed {hostile / 'bomb.docx'}:" in rag("ingest", hostile, "--index", tmp_path / "idx2",

@@ -92,10 +92,10 @@ def test_bad_files_fail_alone(corpus, index_dir):
     rag = open_rag(index_dir, max_file_mb=1.0)
     report = rag.ingest([corpus])
     reasons = {os.path.basename(f.path): f.reason for f in report.failed}
-    assert set(reasons) == {"broken.pdf", "empty.txt", "binary.md", "huge.txt"}
+    assert set(reasons) == {"broken.pdf", "empty.txt", "binary.md", "huge.txt", "image.png"}  # .png: OCR, not an image
     assert "corrupt PDF" in reasons["broken.pdf"] and "empty" in reasons["empty.txt"]
     assert "binary" in reasons["binary.md"] and "limit" in reasons["huge.txt"]
-    assert report.added == 4 and report.skipped == 1
+    assert report.added == 4 and report.skipped == 0
     assert {os.path.basename(f.path) for f in rag.info().failed} == set(reasons)
 
 
