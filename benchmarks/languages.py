@@ -37,7 +37,7 @@ def pools(pattern: str, langs: str, limit: int, index_dir: str, out: str, **sett
     this size, so ranking by them is rag's dense ranking)."""
     import numpy as np
 
-    meta, arrays, chunks = {"pairs": {}, "chunks": {}}, {}, {}
+    meta, arrays = {"pairs": {}, "chunks": {}}, {}
     for asked, docs in language_pairs(langs):
         d, q = load(pattern.replace("{lang}", docs)), load(pattern.replace("{lang}", asked))
         rag = eval_index(d, Path(index_dir) / f"eval-{d.name}", **settings)

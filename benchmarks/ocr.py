@@ -13,7 +13,6 @@ Character accuracy = 1 - edit distance / length of the known text, whitespace re
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -118,7 +117,7 @@ def main() -> None:
     if "tesseract" in engines and not shutil.which("tesseract"):
         print("tesseract is not installed: skipped")
         engines.remove("tesseract")
-    print(f"| engine | language | pages | pages/s | char accuracy (mean, worst page) | word accuracy |")
+    print("| engine | language | pages | pages/s | char accuracy (mean, worst page) | word accuracy |")
     print("|---|---|---|---|---|---|")
     for language in ("en", "zh"):
         pages = [page_image(t, language) for t in paragraphs(language, args.pages)]

@@ -351,8 +351,9 @@ def _ask_remote(args) -> int:
 
     from .client import ask
 
-    index = os.path.basename(str(args.index).rstrip("/")) or args.index
-    data = ask(args.server, index, args.question, k=args.k, mode=args.mode, max_tokens=args.max_tokens)
+    from .paths import index_name
+
+    data = ask(args.server, index_name(args.index), args.question, k=args.k, mode=args.mode, max_tokens=args.max_tokens)
     if args.json:
         _emit(args, {k: v for k, v in data.items() if k not in ("id", "object", "created", "model", "choices", "usage")})
         return 0

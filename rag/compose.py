@@ -296,7 +296,7 @@ def statement(span: str, passage: str, table: list[tuple[int, int, str]], choice
     factoid = is_factoid(question)
     if not factoid:  # an explanation: the sentence and the next ones while it is short
         while (len(chosen) < MAX_SENTENCES and chosen[-1] + 1 < len(spans)
-               and sum(_length(spans[i][2]) for i in chosen) < ENOUGH_WORDS):
+               and sum(length(spans[i][2]) for i in chosen) < ENOUGH_WORDS):
             chosen.append(chosen[-1] + 1)
     # a sentence that announces a list ("these tables:") takes the items after it
     while spans[chosen[-1]][2].endswith((":", "：")) and chosen[-1] + 1 < len(spans) and len(chosen) < MAX_SENTENCES:
@@ -311,7 +311,7 @@ def statement(span: str, passage: str, table: list[tuple[int, int, str]], choice
     short = usable_short(span, question) if span else ""
     if has_cjk(question):
         short = _aligned_short(short, question, " ".join(supporting))
-    lead = bool(factoid and short and _length(short) < 0.6 * _length(body))
+    lead = leads(short, said, question)
     return Composed(text=f"**{short}**: {body}" if lead else body, short=short, supporting=supporting,
                     evidence=evidence, support=choice.support, said=said, short_first=lead)
 
@@ -342,5 +342,12 @@ def first_sentence(text: str) -> str:
     return " ".join(text[spans[0][0]:spans[0][1]].split()) if spans else ""
 
 
-def _length(text: str) -> int:
+def length(text: str) -> int:
+    """Words, counting two Chinese characters as one."""
     return len(text) // 2 if has_cjk(text) else len(text.split())
+
+
+def leads(short: str, said: list[str], question: str) -> bool:
+    """Whether the statement opens with the short answer: a factual question, and a short
+    answer clearly shorter than the sentences it stands in."""
+    return bool(is_factoid(question) and short and length(short) < 0.6 * length(" ".join(said)))

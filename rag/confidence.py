@@ -119,14 +119,14 @@ def type_fit(question: str, short: str) -> float:
 def text_signals(question: str, short: str, supporting: list[str]) -> dict:
     """What the words say: the question's share of words in the supporting sentence, whether
     the short answer is of the asked kind, how much of it only repeats the question."""
-    from .compose import overlap
+    from .compose import length, overlap
 
     asked = set(re.findall(r"\w+", segment(question).lower()))
     said = re.findall(r"\w+", segment(short).lower())
     return {"overlap": overlap(question, " ".join(supporting)) if supporting else None,
             "type_fit": type_fit(question, short) if short else None,
             "repeats": sum(w in asked for w in said) / len(said) if said else None,
-            "short_len": float(len(short) // 2 if has_cjk(short) else len(short.split()))}
+            "short_len": float(length(short))}
 
 
 def nearness(question: str, candidate: str, text: str) -> float | None:

@@ -1,5 +1,5 @@
 """Where things are on this machine: the model cache, an installed package's folder, the
-cores this process may use. No imports of rag's own: every module may use these."""
+cores this process may use, an index's name. No imports of rag's own: every module may use these."""
 
 from __future__ import annotations
 
@@ -26,3 +26,8 @@ def package_dir(module: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0])
+
+
+def index_name(spec: str | Path) -> str:
+    """The name an index goes by over HTTP: `handbook` for `handbook` or `/data/handbook`."""
+    return Path(str(spec).rstrip("/")).name or str(spec)

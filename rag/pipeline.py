@@ -259,8 +259,7 @@ class Judge:
                                                   self.language)
                 if short != made.short:  # a likelier candidate of the same sentences
                     s["greedy_short"], made.short = made.short, short
-                    size = lambda t: len(t) // 2 if has_cjk(t) else len(t.split())  # noqa: E731
-                    made.short_first = comp.is_factoid(q.text) and size(short) < 0.6 * size(" ".join(made.said))
+                    made.short_first = comp.leads(short, made.said, q.text)
         if q.confidence is None:
             q.confidence = conf.probability(s, self.language)
         q.signals = s

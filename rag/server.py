@@ -196,11 +196,6 @@ def _produce(rag, kwargs: dict, cancel: threading.Event, deadline: float, loop, 
 
 # --- the app -------------------------------------------------------------------------------
 
-def index_name(spec: str) -> str:
-    """The name clients use for an index: `handbook` for `--index handbook` or `/data/handbook`."""
-    return Path(str(spec).rstrip("/")).name or str(spec)
-
-
 def default_indexes() -> list[str]:
     """Without --index: every index under indexes/, else `default` (made by the first upload)."""
     from .store import is_index_dir
@@ -212,6 +207,7 @@ def default_indexes() -> list[str]:
 
 class State:
     def __init__(self, indexes: list[str], keys: Keys | None, limits: Limits):
+        from .paths import index_name
         from .qa import RAG
 
         self.keys, self.limits = keys, limits

@@ -1,6 +1,7 @@
 """Shared fixtures: real files made on the spot, real models from the bundled packages."""
 
 import os
+import socket
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -9,6 +10,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+def free_port() -> int:
+    """A port nothing on 127.0.0.1 listens on now (for the servers the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_pdf(path: Path, pages: list[str]) -> Path:

@@ -2,7 +2,6 @@
 with one lock, failures that end one answer only, and a live OpenAI-compatible server."""
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,8 @@ import pytest
 from rag import RAG, RagError, selfcheck
 from rag.decoders import load_decoder
 from rag.models import generator_path
+
+from conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -111,16 +112,10 @@ def test_a_failing_decoder_ends_one_answer_and_the_process_serves_on(two_indexes
     assert "Renwick" in RAG(ia).ask("Who first lit the Quillfeather Lighthouse?").text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def openai_server():
     """llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving the bundled SmolLM2-Instruct."""
-    port = _free_port()
+    port = free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"llama-server-{port}.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", generator_path("smollm2"), "--model_alias",
@@ -166,7 +161,7 @@ def test_openai_backend_answers_with_checked_citations(two_indexes, openai_serve
 
 
 def test_openai_backend_server_down_is_a_clear_error(two_indexes):
-    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     rag = RAG(two_indexes[0], generator="openai:anything", openai_base_url=url, request_timeout=5)
     with pytest.raises(RagError, match="cannot reach the OpenAI-compatible server"):
         rag.ask("Who first lit the Quillfeather Lighthouse?")

@@ -17,6 +17,8 @@ import pytest
 
 from rag.keys import Keys, add, digest
 
+from conftest import free_port
+
 QUESTIONS = ["When was the Fresnel lens invented?",
              "How do honey bees communicate the direction of flowers?",
              "What is the most active volcano in Europe?"]
@@ -29,12 +31,6 @@ DOCS = {
     "volcano.html": "<html><body><h1>Volcanoes</h1><p>Mount Etna on Sicily is the most active volcano in "
                     "Europe.</p><script>var secret='SCRIPTTEXT';</script></body></html>",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:

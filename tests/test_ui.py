@@ -2,7 +2,6 @@
 (Playwright driving Debian's /usr/bin/chromium) for what a person does."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from rag import RAG
+
+from conftest import free_port
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 
@@ -135,12 +136,6 @@ HOSTILE = ("# Pelicans\n\nThe pelican's pouch holds three gallons of water.\n\n"
            "<img src=\"http://127.0.0.1:{port}/img.png\" onerror=\"alert(2)\"> and **bold** and "
            "<a href=\"http://127.0.0.1:{port}/a\">anchor</a>\n\n"
            "<script>fetch('http://127.0.0.1:{port}/script')</script> The pouch is pink.\n")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
