@@ -135,12 +135,15 @@ def limits(settings: Settings) -> Limits:
 
 
 def sample_text(paths, limits: Limits = Limits(), files: int = 20, chars: int = 200_000,
-                max_bytes: int = 2 * 2**20, per_file: int = 20_000) -> str:
-    """Text of the first few small readable files under `paths`: enough to tell their
-    language, cheap whatever the folder holds (large files are passed over)."""
+                max_bytes: int = 2 * 2**20, per_file: int = 10_000) -> str:
+    """Text of a few small readable files spread evenly over the files under `paths`: enough
+    to tell their language, cheap whatever the folder holds (large files are passed over).
+    Spread, not the first few: a folder of `en/` and `zh/` is a mixed corpus, not an English one."""
     found = scan([Path(p).expanduser() for p in paths], Path("/nonexistent"))
+    every = found.files
+    spread = [every[i * len(every) // files] for i in range(files)] if len(every) > files else every
     parts, size = [], 0
-    for path in found.files[:files]:
+    for path in spread:
         try:
             if path.stat().st_size > max_bytes:
                 continue

@@ -185,3 +185,19 @@ def test_fusion_weight_follows_the_index_encoder():
     assert Settings().fusion_weight is None  # decided per index, by its encoder
     assert fusion_weight("multilingual-e5-small") > fusion_weight("all-MiniLM-L6-v2") == fusion_weight("unknown")
     assert Settings(fusion_weight=0.7).fusion_weight == 0.7
+
+
+def test_a_mixed_folder_gets_the_multilingual_encoder(tmp_path):
+    # en/ sorts before zh/: a sample of the first files alone read as English (benchmarks/mixed.py)
+    from rag.ingest import sample_text
+    from rag.models import MULTILINGUAL, choose_encoder
+
+    english = ("The river flows through the valley and the town was built on its northern bank "
+               "by settlers who came from the coast in search of land. ") * 4
+    chinese = "长江是中国最长的河流，全长约六千三百公里，流经十一个省级行政区，最后注入东海。" * 4
+    for lang, text in (("en", english), ("zh", chinese)):
+        (tmp_path / lang).mkdir()
+        for i in range(40):
+            (tmp_path / lang / f"doc{i:03d}.txt").write_text(f"{i} {text}")
+    assert choose_encoder(sample_text([tmp_path / "en"])) != MULTILINGUAL
+    assert choose_encoder(sample_text([tmp_path])) == MULTILINGUAL
