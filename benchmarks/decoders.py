@@ -35,6 +35,11 @@ def run(args) -> None:
 
     dataset = load(args.dataset)
     rag = eval_index(dataset, generator=args.generator)
+    if args.switch is not None:  # how much the candidate ranking (fitted on Gemma) helps this decoder
+        from rag import confidence
+
+        for key in ("en-rank", "zh-rank"):
+            confidence.MODELS[key] = {**confidence.MODELS[key], "switch": args.switch}
     start, stop = (int(x) for x in args.part.split(":")) if args.part else (0, None)
     questions = sample(dataset.questions, args.limit, args.seed)[start:stop]
     t = time.perf_counter()
@@ -46,7 +51,8 @@ def run(args) -> None:
         for i, q in enumerate(questions, start):
             answer = rag.ask(q.question)
             short = (answer.short or plain(answer)) if answer.found else ""
-            row = {"dataset": dataset.name, "generator": args.generator, "seed": args.seed, "limit": args.limit,
+            row = {"dataset": dataset.name, "generator": args.generator + (f" switch={args.switch}" if
+                   args.switch is not None else ""), "seed": args.seed, "limit": args.limit,
                    "i": i, "impossible": q.impossible, "found": answer.found, "short": answer.short,
                    "em": 0.0 if q.impossible else exact_match(short, q.answers),
                    "f1": 0.0 if q.impossible else f1_score(short, q.answers),
@@ -105,6 +111,8 @@ def main() -> None:
     r.add_argument("--limit", type=int, default=200)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--part", default=None, help="START:STOP of the seeded sample (a run in pieces)")
+    r.add_argument("--switch", type=float, default=None,
+                   help="override the candidate ranking's switch margin (1.0: keep the decoder's own span)")
     r.add_argument("--out", required=True)
     t = sub.add_parser("table")
     t.add_argument("files", nargs="+")
