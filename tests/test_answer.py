@@ -66,6 +66,10 @@ def test_not_found_skips_the_decoder(tmp_path):
     assert not answer.found and answer.text == NOT_FOUND
     assert answer.sources and answer.sources[0].source.endswith("a.txt")  # closest passages shown
     assert r._generator is None  # no time spent in the decoder
+    # a question the English-only encoder cannot read says why it found nothing
+    chinese = r.ask("海王星的卫星绕行一周需要多长时间？")
+    assert not chinese.found and chinese.text.startswith(NOT_FOUND)
+    assert "reads English only" in chinese.text and "multilingual-e5-small" in chinese.text
 
 
 def test_a_supporting_sentence_under_min_support_is_not_found(rag):
