@@ -64,7 +64,7 @@ def cpu_name() -> str:
                 break
     except OSError:
         pass
-    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
     return f"{model or 'unknown'} ({', '.join(simd) or 'no AVX2'}), {os.cpu_count()} CPUs"
 
 
