@@ -25,7 +25,9 @@ class Settings:
     encoder: str = "auto"
     generator: str = "gemma3-270m"  # measured best and fastest of the bundled decoders (README)
     device: str = "auto"  # auto | cpu | cuda
-    encoder_runtime: str = "auto"  # auto (int8 ONNX Runtime on CPU, PyTorch on GPU) | onnx-int8 | onnx | torch
+    # auto: PyTorch on a GPU; on a CPU with native bf16 (AVX512_BF16, AMX) OpenVINO bf16 for ingest
+    # batches, else int8 ONNX Runtime for passages (questions fp32) | onnx-openvino | onnx-int8 | onnx | torch
+    encoder_runtime: str = "auto"
     # Chunking (word pieces of the encoder's tokenizer; README's chunk-size table, benchmarks/retrieval.py)
     chunk_size: int = 128
     chunk_overlap: int = 16
@@ -131,7 +133,7 @@ RANGES: dict[str, tuple] = {
     "sentence_word_weight": (0.0, 10.0), "min_support": (-1.0, 10.0), "min_confidence": (0.0, 1.0), "answer_k": (1, 1000),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
-    "encoder_runtime": ("auto", "onnx-int8", "onnx", "torch"),
+    "encoder_runtime": ("auto", "onnx-openvino", "onnx-int8", "onnx", "torch"),
     "mode": ("dense", "keyword", "hybrid"),
     "backend": ("auto", "llama.cpp", "transformers", "openai"),
     "abstain": ("auto", "on", "off", "1", "0", "true", "false", "yes", "no"),
