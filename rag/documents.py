@@ -22,7 +22,8 @@ CODE_SUFFIXES = {
 TEXT_SUFFIXES = {".txt", ".text", ".log", ".rst"} | CODE_SUFFIXES
 # Readers in modules of their own (slides, sheets, e-books, OCR): suffix -> (module, function)
 OTHER_READERS = {".pptx": ("slides", "read_pptx"), ".xlsx": ("sheets", "read_xlsx"),
-                 ".xlsm": ("sheets", "read_xlsx"), ".epub": ("ebooks", "read_epub")} | {
+                 ".xlsm": ("sheets", "read_xlsx"), ".ods": ("sheets", "read_ods"),
+                 ".epub": ("ebooks", "read_epub")} | {
     suffix: ("ocr", "read_image") for suffix in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp")}
 SUFFIXES = TEXT_SUFFIXES | {".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv",
                             ".tsv", ".json", ".jsonl", ".ndjson"} | set(OTHER_READERS)
@@ -470,16 +471,17 @@ def _read_html(data: bytes, limits: Limits) -> list[Section]:
 RECORD_GROUP_CHARS = 8192
 
 
-def _grouped(records, limits: Limits, separator: str = "\n") -> list[Section]:
+def grouped(records, limits: Limits, separator: str = "\n", heading: str = "") -> list[Section]:
     """Records (each a self-contained string: keys or column names kept) as sections of about
-    RECORD_GROUP_CHARS, with offsets into the document's text."""
+    RECORD_GROUP_CHARS under `heading`, with offsets into the document's text. Used for CSV,
+    JSON and spreadsheet rows alike."""
     sections, group, size, start, total = [], [], 0, 0, 0
 
     def close():
         nonlocal start, group, size
         if group:
             text = separator.join(group)
-            sections.append(Section(text, start=start))
+            sections.append(Section(text, heading=heading, start=start))
             start += len(text) + 2  # Document.text joins sections with a blank line
             group, size = [], 0
 
@@ -511,7 +513,7 @@ def _read_csv(data: bytes, limits: Limits) -> list[Section]:
         return []
     header = [h.strip() for h in header]
     lines = ("; ".join(f"{h}: {v.strip()}" for h, v in zip(header, row) if v.strip()) for row in rows)
-    sections = _grouped(lines, limits)
+    sections = grouped(lines, limits)
     return sections or [Section(", ".join(header))]
 
 
@@ -559,7 +561,7 @@ def _read_json(data: bytes, limits: Limits) -> list[Section]:
         value = _load_json(decode(data), limits)
     except json.JSONDecodeError as e:
         raise UnreadableFile(f"invalid JSON (line {e.lineno}: {e.msg})") from e
-    return _grouped(_json_records(value, limits.max_json_depth), limits, "\n\n")
+    return grouped(_json_records(value, limits.max_json_depth), limits, "\n\n")
 
 
 def _read_jsonl(data: bytes, limits: Limits) -> list[Section]:
@@ -572,4 +574,4 @@ def _read_jsonl(data: bytes, limits: Limits) -> list[Section]:
                     raise UnreadableFile(f"invalid JSON Lines (line {n}: {e.msg})") from e
                 yield "\n".join(_flatten(value, limit=limits.max_json_depth))
 
-    return _grouped(records(), limits, "\n\n")
+    return grouped(records(), limits, "\n\n")

@@ -1,22 +1,70 @@
-"""Excel workbooks (.xlsx, .xlsm) to sections: a heading per sheet, and one line per row
-that names every value by its column header ("Row 7: Region: North; Q3 sales: 1,204"), so a
-passage cut from the middle of a sheet still says what its numbers are.
+"""Spreadsheets (.xlsx and .xlsm; OpenDocument .ods) to sections: a heading per sheet, and one
+line per row that names every value by its column header ("Row 7: Region: North; Q3 sales:
+1,204"), so a passage cut from the middle of a sheet still says what its numbers are.
 
-Sheets are streamed (openpyxl's read-only mode): memory stays flat for 100,000 rows, and the
-text is bounded by `max_text_mb` as it grows. Formulas are read as the values the spreadsheet
-program last computed and saved; merged cells give their value to every cell they cover."""
+Sheets are streamed (openpyxl's read-only mode; content.xml of an .ods with lxml's iterparse):
+memory stays flat for 100,000 rows, and the text is bounded by `max_text_mb` as it grows.
+Formulas are read as the values the spreadsheet program last computed and saved; merged cells
+give their value to every cell they cover. Both formats share `_table`: rows -> sections."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from .documents import Limits, Section, open_archive, xml_events
+from .documents import Limits, Section, grouped, open_archive, xml_events
 from .errors import UnreadableFile
 
-ROWS_PER_SECTION = 500  # rows are handed on in blocks; a chunk never crosses a block
 MAX_MERGED_CELLS = 1_000_000  # merged cells filled per sheet (a hostile A1:XFD1048576 fills none past it)
+MAX_COLUMNS = 16_384  # columns read per row (Excel's and LibreOffice's own limit): a repeat count past it is a lie
+MAX_ROWS = 1_048_576  # rows read per sheet (the same)
 _S = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 
+
+class _TextSize:
+    """The text a file has yielded so far, across its sheets, checked against `max_text_mb`."""
+
+    def __init__(self, limits: Limits):
+        self.limits, self.size = limits, 0
+
+    def add(self, line: str) -> str:
+        self.size += len(line) + 1
+        self.limits.check_text(self.size)
+        return line
+
+
+def _table(title: str, rows, size: _TextSize) -> list[Section]:
+    """One sheet's rows, (row number, {column number: text}) with empty cells left out, as
+    sections. The first row with values is the header, unless it holds one value over a wider
+    row (a title: it joins the heading)."""
+    heading, header, pending = title, None, None
+
+    def lines():
+        nonlocal heading, header, pending
+        for r, values in rows:
+            if not values:
+                continue
+            if header is None:
+                if pending is None:
+                    pending = values
+                    continue
+                if len(set(pending.values())) == 1 and len(set(values.values())) > 1:
+                    heading, header, pending = f"{heading} > {next(iter(pending.values()))}", values, None
+                    continue
+                header, pending = pending, None
+            yield size.add(f"Row {r}: " + "; ".join(f"{header.get(c) or 'column ' + _letter(c)}: {v}"
+                                                    for c, v in sorted(values.items())))
+
+    sections = grouped(lines(), size.limits)  # packed like CSV rows; a passage never crosses a section
+    if not sections:
+        only = pending if header is None else header  # a sheet of one row, or headers and no rows
+        if only:
+            sections = [Section(size.add("; ".join(v for _, v in sorted(only.items()))))]
+    for section in sections:
+        section.heading = heading  # known once the first rows are read, before any line is made
+    return sections
+
+
+# --- .xlsx ------------------------------------------------------------------------------------
 
 def read_xlsx(data: bytes, limits: Limits) -> list[Section]:
     import io
@@ -33,9 +81,10 @@ def read_xlsx(data: bytes, limits: Limits) -> list[Section]:
             warnings.simplefilter("ignore")  # openpyxl warns about styles and extensions it skips
             book = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         try:
-            sections, size = [], 0
+            sections, size = [], _TextSize(limits)
             for sheet in book.worksheets:
-                size = _sheet(sheet, data, limits, sections, size)
+                if hasattr(sheet, "iter_rows"):  # not a chart sheet
+                    sections += _table(sheet.title, _xlsx_rows(sheet, data, limits), size)
             return sections
         finally:
             book.close()
@@ -45,15 +94,11 @@ def read_xlsx(data: bytes, limits: Limits) -> list[Section]:
         raise UnreadableFile(f"corrupt .xlsx ({type(e).__name__}: {str(e)[:80]})") from e
 
 
-def _sheet(sheet, data: bytes, limits: Limits, sections: list[Section], size: int) -> int:
-    """Append one sheet's sections; returns the text size so far (for `max_text_mb`). The
-    first row with values is the header, unless it holds one value over a wider row (a title:
-    it joins the heading)."""
-    if not hasattr(sheet, "iter_rows"):  # a chart sheet
-        return size
+def _xlsx_rows(sheet, data: bytes, limits: Limits):
+    """(row number, {column: text}) of each row, merged cells filled."""
     sheet.reset_dimensions()  # the declared size may be a lie (A1:XFD1048576): read what is there
     merged = _merged(data, getattr(sheet, "_worksheet_path", None), limits)
-    heading, header, pending, lines, tops = sheet.title, None, None, [], {}
+    tops = {}
     for row in sheet.iter_rows():
         cells = [cell for cell in row if getattr(cell, "column", None) is not None]
         if not cells:
@@ -67,32 +112,7 @@ def _sheet(sheet, data: bytes, limits: Limits, sections: list[Section], size: in
         for c, top in covered:  # ... and belongs to every cell it covers
             if not values.get(c):
                 values[c] = tops.get(top, "")
-        values = {c: v for c, v in values.items() if v}
-        if not values:
-            continue
-        if header is None:
-            if pending is None:
-                pending = values
-                continue
-            if len(set(pending.values())) == 1 and len(set(values.values())) > 1:
-                heading, header, pending = f"{heading} > {next(iter(pending.values()))}", values, None
-                continue
-            header, pending = pending, None
-        line = f"Row {r}: " + "; ".join(f"{header.get(c) or 'column ' + _letter(c)}: {v}"
-                                        for c, v in sorted(values.items()))
-        size += len(line) + 1
-        limits.check_text(size)
-        lines.append(line)
-        if len(lines) >= ROWS_PER_SECTION:
-            sections.append(Section("\n".join(lines), heading=heading))
-            lines = []
-    if header is None and pending is not None:  # a sheet of one row
-        lines.append("; ".join(v for _, v in sorted(pending.items())))
-    elif header is not None and not lines and not any(s.heading == heading for s in sections):
-        lines.append("; ".join(v for _, v in sorted(header.items())))  # headers and no rows
-    if lines:
-        sections.append(Section("\n".join(lines), heading=heading))
-    return size
+        yield r, {c: v for c, v in values.items() if v}
 
 
 def _merged(data: bytes, part: str | None, limits: Limits) -> dict[int, list]:
@@ -165,3 +185,135 @@ def _decimals(fmt: str) -> int:
     if "." not in fmt:
         return 0
     return len(fmt.split(".", 1)[1]) - len(fmt.split(".", 1)[1].lstrip("0#"))
+
+
+# --- .ods -------------------------------------------------------------------------------------
+
+_TABLE = "{urn:oasis:names:tc:opendocument:xmlns:table:1.0}"
+_TEXT = "{urn:oasis:names:tc:opendocument:xmlns:text:1.0}"
+_OFFICE = "{urn:oasis:names:tc:opendocument:xmlns:office:1.0}"
+
+
+def read_ods(data: bytes, limits: Limits) -> list[Section]:
+    """An OpenDocument spreadsheet, streamed from content.xml. A cell's text is what the
+    spreadsheet program displayed when it saved ("1,204", "25%", a formula's result), so
+    number formats need no reading; a cell with no text gives its stored value."""
+    from lxml import etree
+
+    with open_archive(data, limits, ".ods") as archive:
+        names = set(archive.namelist())
+        if "content.xml" not in names:
+            raise UnreadableFile("corrupt .ods (no content part)")
+        if "META-INF/manifest.xml" in names and b"encryption-data" in archive.read("META-INF/manifest.xml"):
+            raise UnreadableFile("encrypted .ods (needs a password)")
+        sections, size = [], _TextSize(limits)
+        try:
+            with archive.open("content.xml") as xml:
+                for name, rows in _ods_tables(xml):
+                    sections += _table(name, rows, size)
+        except (etree.XMLSyntaxError, ValueError, EOFError, OSError) as e:
+            raise UnreadableFile(f"corrupt .ods ({type(e).__name__}: {str(e)[:80]})") from e
+    return sections
+
+
+def _ods_tables(xml):
+    """(sheet name, rows) for each table:table, its rows read as they stream by."""
+    from lxml import etree
+
+    events = etree.iterparse(xml, events=("start", "end"), tag=(_TABLE + "table", _TABLE + "table-row"),
+                             resolve_entities=False, no_network=True, remove_comments=True)
+    for event, element in events:
+        parent = element.getparent()
+        if event == "start" and element.tag == _TABLE + "table" and parent is not None and parent.tag == _OFFICE + "spreadsheet":
+            yield element.get(_TABLE + "name") or "Sheet", _ods_rows(events, element)
+
+
+def _ods_rows(events, table):
+    """(row number, {column: text}) until `table` ends; repeated rows and cells expanded
+    (within MAX_ROWS and MAX_COLUMNS), cells spanning several give their text to each."""
+    r, spans, filled = 0, {}, 0  # spans: row -> {column: text} of merged ranges reaching it
+    for event, element in events:
+        if event == "end" and element is table:
+            table.clear()
+            return
+        if event != "end" or element.tag != _TABLE + "table-row" or _in_inner_table(element, table):
+            continue
+        repeat = min(_count(element.get(_TABLE + "number-rows-repeated")), MAX_ROWS - r)
+        values, c = {}, 0
+        for cell in element:
+            if cell.tag not in (_TABLE + "table-cell", _TABLE + "covered-table-cell"):
+                continue
+            times = min(_count(cell.get(_TABLE + "number-columns-repeated")), MAX_COLUMNS - c)
+            text = _ods_cell(cell) if cell.tag == _TABLE + "table-cell" else ""
+            if text:
+                for k in range(times):
+                    values[c + k + 1] = text
+                width = _count(cell.get(_TABLE + "number-columns-spanned"))
+                height = _count(cell.get(_TABLE + "number-rows-spanned"))
+                if (width > 1 or height > 1) and filled + width * height <= MAX_MERGED_CELLS:
+                    filled += width * height
+                    for dr in range(height):
+                        row = spans.setdefault(r + 1 + dr, {})
+                        for dc in range(width):
+                            row.setdefault(c + 1 + dc, text)
+            c += times
+            if c >= MAX_COLUMNS:
+                break
+        element.clear()  # what was read is dropped: memory stays flat whatever the sheet's size
+        parent = element.getparent()
+        while parent is not None and element.getprevious() is not None:
+            del parent[0]
+        for done in range(1, repeat + 1):
+            r += 1
+            row = {**spans.pop(r, {}), **values}
+            if row:
+                yield r, row
+            elif not spans:  # a run of empty rows (LibreOffice writes a million at the end): skipped whole
+                r += repeat - done
+                break
+        if r >= MAX_ROWS:
+            return
+
+
+def _in_inner_table(row, table) -> bool:
+    """A row of a table inside a cell (allowed by ODF), read as that cell's text instead."""
+    parent = row.getparent()
+    while parent is not None and parent is not table:
+        if parent.tag == _TABLE + "table":
+            return True
+        parent = parent.getparent()
+    return False
+
+
+def _count(value) -> int:
+    """A repeat or span count: a positive whole number, or 1 when missing or damaged."""
+    try:
+        return max(1, int(value)) if value is not None else 1
+    except ValueError:
+        return 1
+
+
+def _ods_cell(cell) -> str:
+    """A cell's displayed text (paragraphs joined by line breaks, text:s as its spaces,
+    comments left out), or its stored value when it has none."""
+    paragraphs = ["".join(_ods_text(p)) for p in cell if p.tag in (_TEXT + "p", _TEXT + "h")]
+    text = " ".join(" ".join(paragraphs).split())
+    if text:
+        return text
+    for attribute in ("value", "date-value", "time-value", "boolean-value", "string-value"):
+        value = cell.get(_OFFICE + attribute)
+        if value:
+            return value
+    return ""
+
+
+def _ods_text(element):
+    yield element.text or ""
+    for child in element:
+        if child.tag == _TEXT + "s":
+            yield " " * min(_count(child.get(_TEXT + "c")), 100)
+        elif child.tag in (_TEXT + "tab", _TEXT + "line-break"):
+            yield " "
+        elif child.tag != _OFFICE + "annotation":
+            yield from _ods_text(child)
+        yield child.tail or ""

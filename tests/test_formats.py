@@ -98,6 +98,39 @@ def make_xlsx(path: Path, rows: int = 3) -> Path:
     return path
 
 
+ODS_CONTENT = """<?xml version="1.0" encoding="UTF-8"?>
+<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"
+ xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0"
+ xmlns:dc="http://purl.org/dc/elements/1.1/" office:version="1.3"><office:body><office:spreadsheet>
+<table:table table:name="Deliveries"><table:table-column table:number-columns-repeated="1024"/>
+<table:table-row><table:table-cell table:number-columns-spanned="4" office:value-type="string"><text:p>Fuel deliveries 1898</text:p></table:table-cell><table:covered-table-cell table:number-columns-repeated="3"/><table:table-cell table:number-columns-repeated="1020"/></table:table-row>
+<table:table-row><table:table-cell office:value-type="string"><text:p>Harbour</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>Month</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>Lamp oil (litres)</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>Skipper</text:p></table:table-cell><table:table-cell table:number-columns-repeated="1020"/></table:table-row>
+<table:table-row><table:table-cell table:number-rows-spanned="2" office:value-type="string"><text:p>Stromness</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>March</text:p></table:table-cell><table:table-cell office:value-type="float" office:value="1250"><text:p>1,250</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>Magnus<text:s text:c="2"/>Berg<office:annotation><dc:creator>x</dc:creator><text:p>a comment</text:p></office:annotation></text:p></table:table-cell><table:table-cell table:number-columns-repeated="1020"/></table:table-row>
+<table:table-row><table:covered-table-cell/><table:table-cell office:value-type="string"><text:p>April</text:p></table:table-cell><table:table-cell table:formula="of:=[.C3]-270" office:value-type="float" office:value="980"><text:p>980</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>Ingrid</text:p></table:table-cell><table:table-cell table:number-columns-repeated="1020"/></table:table-row>
+<table:table-row table:number-rows-repeated="2"><table:table-cell table:number-columns-repeated="1024"/></table:table-row>
+<table:table-row><table:table-cell office:value-type="string"><text:p>Lerwick</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>May</text:p></table:table-cell><table:table-cell office:value-type="float" office:value="2310"><text:p>2,310</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>Ingrid</text:p></table:table-cell><table:table-cell table:number-columns-repeated="1020"/></table:table-row>
+<table:table-row table:number-rows-repeated="1048569"><table:table-cell table:number-columns-repeated="1024"/></table:table-row>
+</table:table>
+<table:table table:name="Keepers"><table:table-row><table:table-cell office:value-type="string"><text:p>Name</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>Started</text:p></table:table-cell><table:table-cell office:value-type="string"><text:p>Share</text:p></table:table-cell></table:table-row>
+<table:table-row><table:table-cell office:value-type="string"><text:p>Ada</text:p></table:table-cell><table:table-cell office:value-type="date" office:date-value="2021-03-01"/><table:table-cell office:value-type="percentage" office:value="0.25"><text:p>25%</text:p></table:table-cell></table:table-row>
+</table:table></office:spreadsheet></office:body></office:document-content>"""
+ODS_MANIFEST = b"""<?xml version="1.0" encoding="UTF-8"?>
+<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.3">
+ <manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>
+ <manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>"""
+
+
+def make_ods(path: Path, content: str = ODS_CONTENT, manifest: bytes = ODS_MANIFEST) -> Path:
+    """An OpenDocument spreadsheet laid out as LibreOffice Calc saves one: a title spanning
+    four columns, a cell spanning two rows, displayed numbers beside stored values, a formula,
+    trailing empty columns and a million empty rows written as repeat counts."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet", compress_type=zipfile.ZIP_STORED)
+        z.writestr("META-INF/manifest.xml", manifest, compress_type=zipfile.ZIP_DEFLATED)
+        z.writestr("content.xml", content, compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
 CHAPTER = """<?xml version="1.0" encoding="utf-8"?>
 <html xmlns="http://www.w3.org/1999/xhtml"><head><title>{title}</title></head><body>{body}</body></html>"""
 
@@ -215,6 +248,35 @@ def test_xlsx_text_limit_has_a_reason(tmp_path):
         read(path, limits=Limits(max_text_mb=0.01))
 
 
+def test_ods_rows_carry_their_headers(tmp_path):
+    doc = read(make_ods(tmp_path / "book.ods"))
+    assert [s.heading for s in doc.sections] == ["Deliveries > Fuel deliveries 1898", "Keepers"]
+    deliveries, keepers = (s.text.splitlines() for s in doc.sections)
+    assert deliveries == [
+        "Row 3: Harbour: Stromness; Month: March; Lamp oil (litres): 1,250; Skipper: Magnus Berg",  # no comment
+        "Row 4: Harbour: Stromness; Month: April; Lamp oil (litres): 980; Skipper: Ingrid",  # merged; formula
+        "Row 7: Harbour: Lerwick; Month: May; Lamp oil (litres): 2,310; Skipper: Ingrid"]  # repeated empty rows
+    assert keepers == ["Row 2: Name: Ada; Started: 2021-03-01; Share: 25%"]
+
+
+def test_ods_limits(tmp_path):
+    rows = "".join(f"<table:table-row><table:table-cell><text:p>r{i}</text:p></table:table-cell>"
+                   f"<table:table-cell><text:p>{'x' * 50}</text:p></table:table-cell></table:table-row>" for i in range(400))
+    big = make_ods(tmp_path / "big.ods", ODS_CONTENT.replace('<table:table table:name="Keepers">',
+                                                             '<table:table table:name="Keepers">' + rows))
+    with pytest.raises(UnreadableFile, match=r"over the 0.01 MB limit \(max_text_mb\)"):
+        read(big, limits=Limits(max_text_mb=0.01))
+    repeated = make_ods(tmp_path / "repeated.ods", ODS_CONTENT.replace(  # one cell repeated a billion times
+        '<table:table-cell office:value-type="string"><text:p>Ada</text:p></table:table-cell>',
+        '<table:table-cell table:number-columns-repeated="1000000000"><text:p>Ada</text:p></table:table-cell>'))
+    with pytest.raises(UnreadableFile, match=r"over the 0.01 MB limit"):
+        read(repeated, limits=Limits(max_text_mb=0.01))
+    encrypted = make_ods(tmp_path / "locked.ods", manifest=ODS_MANIFEST.replace(
+        b'media-type="text/xml"/>', b'media-type="text/xml"><manifest:encryption-data/></manifest:file-entry>'))
+    with pytest.raises(UnreadableFile, match=r"encrypted .ods"):
+        read(encrypted)
+
+
 def test_epub_chapters_in_reading_order(tmp_path):
     doc = read(make_epub(tmp_path / "book.epub"))
     assert [s.heading for s in doc.sections] == ["The First Light", "The First Light > Building",
@@ -248,10 +310,10 @@ def test_epub_drm_is_refused(tmp_path, extra, refused):
 
 @pytest.mark.parametrize("suffix, member", [(".pptx", "ppt/slides/slide1.xml"),
                                             (".xlsx", "xl/worksheets/sheet1.xml"),
-                                            (".epub", "OEBPS/text/one.xhtml")])
+                                            (".epub", "OEBPS/text/one.xhtml"), (".ods", "content.xml")])
 def test_zip_bombs_are_refused_before_they_inflate(tmp_path, suffix, member):
     path = tmp_path / f"bomb{suffix}"
-    make = {".pptx": make_pptx, ".xlsx": make_xlsx, ".epub": make_epub}[suffix]
+    make = {".pptx": make_pptx, ".xlsx": make_xlsx, ".epub": make_epub, ".ods": make_ods}[suffix]
     good = zipfile.ZipFile(make(tmp_path / f"good{suffix}"))
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for item in good.infolist():
@@ -263,7 +325,8 @@ def test_zip_bombs_are_refused_before_they_inflate(tmp_path, suffix, member):
 
 
 @pytest.mark.parametrize("suffix, reason", [(".pptx", "corrupt .pptx"), (".xlsx", "corrupt .xlsx"),
-                                            (".epub", "corrupt .epub"), (".png", "corrupt image|OCR")])
+                                            (".epub", "corrupt .epub"), (".ods", "corrupt .ods"),
+                                            (".png", "corrupt image|OCR")])
 def test_one_line_failures(tmp_path, suffix, reason):
     path = tmp_path / f"bad{suffix}"
     path.write_bytes(b"PK\x03\x04 this is no archive and no picture")
@@ -287,18 +350,18 @@ def check(suffix: str, data: bytes) -> None:
 def seeds(tmp_path_factory) -> dict[str, bytes]:
     root = tmp_path_factory.mktemp("seeds")
     return {".pptx": make_pptx(root / "s.pptx").read_bytes(), ".xlsx": make_xlsx(root / "s.xlsx").read_bytes(),
-            ".epub": make_epub(root / "s.epub").read_bytes()}
+            ".epub": make_epub(root / "s.epub").read_bytes(), ".ods": make_ods(root / "s.ods").read_bytes()}
 
 
 @fuzz
-@given(suffix=st.sampled_from([".pptx", ".xlsx", ".xlsm", ".epub", ".png", ".jpg", ".tiff"]),
+@given(suffix=st.sampled_from([".pptx", ".xlsx", ".xlsm", ".ods", ".epub", ".png", ".jpg", ".tiff"]),
        data=st.binary(max_size=2048))
 def test_random_bytes(suffix, data):
     check(suffix, data)
 
 
 @fuzz
-@given(suffix=st.sampled_from([".pptx", ".xlsx", ".epub"]), which=st.integers(0, 40),
+@given(suffix=st.sampled_from([".pptx", ".xlsx", ".ods", ".epub"]), which=st.integers(0, 40),
        cut=st.integers(0, 400), at=st.integers(0, 4000), noise=st.binary(max_size=64))
 def test_damaged_archive_members(seeds, suffix, which, cut, at, noise):
     """One member of a real file damaged (cut, overwritten with noise), the zip itself intact:
@@ -435,11 +498,12 @@ def formats_index(tmp_path_factory):
     make_pptx(root / "deck.pptx")
     make_xlsx(root / "book.xlsx")
     make_epub(root / "book.epub")
+    make_ods(root / "fuel.ods")
     make_scanned_pdf(root / "tides.pdf", "Page one has a text layer about lamp oil.",
                      [render_page(ENGLISH, LATIN_FONT)])
     rag = RAG(root.parent / "index", encoder="all-MiniLM-L6-v2")
     report = rag.ingest([root])
-    assert report.added == 4 and not report.failed, report.failed
+    assert report.added == 5 and not report.failed, report.failed
     return rag
 
 
@@ -449,6 +513,8 @@ def formats_index(tmp_path_factory):
     ("What were the Q3 sales in the South region?", "book.xlsx", None, "Sales > Quarterly sales by region",
      "Row 5: Region: South"),
     ("When did Grace start?", "book.xlsx", None, "Staff", "Row 4: Name: Grace"),
+    ("How many litres of lamp oil were delivered to Lerwick?", "fuel.ods", None,
+     "Deliveries > Fuel deliveries 1898", "Row 7: Harbour: Lerwick; Month: May; Lamp oil (litres): 2,310"),
     ("When was the Bell Rock lamp first lit?", "book.epub", None, "The First Light", "1811"),
     ("Who keeps the tide tables of Valletta?", "tides.pdf", 2, "", "harbour master"),
 ])
