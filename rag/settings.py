@@ -23,7 +23,9 @@ class Settings:
     # auto: chosen per index from its first documents: all-MiniLM-L6-v2 for English (faster and
     # better on English), multilingual-e5-small for Chinese and other languages (README table)
     encoder: str = "auto"
-    generator: str = "gemma3-270m"  # measured best and fastest of the bundled decoders (README)
+    # auto: Qwen2.5-0.5B on a multilingual (Chinese...) index where installed, else Gemma 3 270M
+    # (models.choose_generator: measured per language) | gemma3-270m | qwen2.5-0.5b | smollm2 | FILE | openai:MODEL
+    generator: str = "auto"
     device: str = "auto"  # auto | cpu | cuda
     # auto: PyTorch on a GPU; on a CPU with native bf16 (AVX512_BF16, AMX) OpenVINO bf16 for ingest
     # batches, else int8 ONNX Runtime for passages (questions fp32) | onnx-openvino | onnx-int8 | onnx | torch

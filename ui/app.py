@@ -19,7 +19,7 @@ from rag.present import UNSUPPORTED, timings_line, where
 from rag.qa import resolve_index
 from rag.store import is_index_dir
 
-BUNDLED_GENERATORS = ["gemma3-270m", "smollm2"]
+BUNDLED_GENERATORS = ["auto", "gemma3-270m", "qwen2.5-0.5b", "smollm2"]
 MODES = ["hybrid", "dense", "keyword"]
 
 
