@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,7 +32,8 @@ MAX_TRIES_PER_FILE = 2  # a file whose worker dies this many times while reading
 
 @dataclass
 class Encoded:
-    """One file's result from a worker: its chunks and their vectors, or why it failed."""
+    """One file's result from a worker: its chunks and their vectors, or why it failed, and
+    the pages its reader passed over (a scan OCR could not read), for the driver's report."""
     path: str
     sha256: str
     chunks: list | None
@@ -40,6 +41,7 @@ class Encoded:
     n_tokens: list[int]
     error: str | None
     node: str
+    skipped: list = field(default_factory=list)  # ingest.FileProblem per page not read
 
 
 def connect(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -169,6 +171,7 @@ class _Worker:
         results = []
         for path, sha in files:
             crash_on(path)
+            self.ingestor.skipped_pages = []  # this file's, handed back with its result
             try:
                 with open(path, "rb") as f:
                     data = f.read()
@@ -177,9 +180,11 @@ class _Worker:
                 chunks = self.ingestor.split(path, data)
                 vectors = self.encoder.encode([embedded(c) for c in chunks])
                 results.append(Encoded(path, sha, chunks, vectors,
-                                       self.ingestor.splitter.counts([c.text for c in chunks]), None, node))
+                                       self.ingestor.splitter.counts([c.text for c in chunks]), None, node,
+                                       self.ingestor.skipped_pages))
             except Exception as e:  # noqa: BLE001 - reported per file, like the local engine
-                results.append(Encoded(path, sha, None, None, [], self.ingestor.reason(e), node))
+                results.append(Encoded(path, sha, None, None, [], self.ingestor.reason(e), node,
+                                       self.ingestor.skipped_pages))
         return results
 
 

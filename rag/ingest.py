@@ -336,6 +336,7 @@ class Ingestor:
         bar = _progress(len(files), self._progress, "encode (ray)")
         for result in encode_on_ray(files, self.settings, self.encoder.name, address) if files else ():
             bar.update(1)
+            self.skipped_pages += result.skipped  # pages a worker's reader passed over, as locally
             if result.node:  # empty: no worker lived to finish it
                 report.files_per_node[result.node] = report.files_per_node.get(result.node, 0) + 1
             if result.error is not None:
