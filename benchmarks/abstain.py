@@ -17,6 +17,9 @@ other half):
     R=benchmarks/results
     .venv/bin/python benchmarks/abstain.py --squad $R/conf-squad20.jsonl --cmrc $R/conf-cmrc.jsonl \\
         --cmrc-nogold $R/conf-cmrc-nogold.jsonl
+    # Qwen2.5-0.5B's answers, with the models fitted on them (calibrate.py fit --key zh-qwen)
+    .venv/bin/python benchmarks/abstain.py --cmrc $R/conf-cmrc-qwen.jsonl --cmrc-nogold $R/conf-cmrc-nogold-qwen.jsonl \\
+        --key zh-qwen
 """
 
 from __future__ import annotations
@@ -92,13 +95,14 @@ def main() -> None:
     ap.add_argument("--cmrc", help="dump of CMRC 2018 with the gold document")
     ap.add_argument("--cmrc-nogold", help="dump of CMRC 2018 with the gold document removed (--drop-gold)")
     ap.add_argument("--seed", type=int, default=0, help="the split's seed (as calibrate.py fit)")
+    ap.add_argument("--key", help="the models' key for these dumps (as calibrate.py fit --key, e.g. zh-qwen)")
     args = ap.parse_args()
     if args.squad:
-        _, held = halves(read([args.squad]), args.seed)
+        _, held = halves(read([args.squad], args.key), args.seed)
         held = judged(held)
         show("SQuAD v2.0", [r for r in held if r["impossible"]], [r for r in held if not r["impossible"]])
     if args.cmrc and args.cmrc_nogold:
-        _, held = halves(read([args.cmrc, args.cmrc_nogold]), args.seed)
+        _, held = halves(read([args.cmrc, args.cmrc_nogold], args.key), args.seed)
         held = judged(held)
         show("CMRC 2018, gold document removed", [r for r in held if r["impossible"]],
              [r for r in held if not r["impossible"]])

@@ -180,7 +180,8 @@ FEATURES_RANK = ("top_dense", "margin", "support", "overruled", "overlap", "type
                  "short_empty", "greedy", "lp_span", "lp_first", "span_tokens", "lp_best", "near", "lp_unknown")
 
 # Fitted by `benchmarks/calibrate.py fit --write` (its docstring has the commands, the samples
-# and the held-out tables): per language (encoder scale), "<language>-rank" on the candidates
+# and the held-out tables): per language (encoder scale; "-qwen": on Qwen2.5's answers, the
+# others on Gemma 3 270M's), "<language>-rank" on the candidates
 # the decoder scored (with `switch`, the margin a candidate must beat the decoder's own by, and
 # `platt`, the recalibration of the chosen one), "<language>" on the answer's signals alone (a
 # backend that cannot score, e.g. transformers). mean/scale standardise the features; weights
@@ -228,14 +229,40 @@ MODELS: dict[str, dict] = {
         "switch": 1.0,
         "platt": [0.235019, 0.390276, -0.314029],
     },
+    "zh-qwen": {
+        "features": ["top_dense", "margin", "support", "overruled", "short_empty", "overlap", "type_fit", "repeats",
+            "short_len"],
+        "mean": [0.893859, 0.137701, 1.192866, 0.3, 0.02, 0.492732, 0.108844, 0.088864, 3.146667],
+        "scale": [0.030873, 0.143782, 0.190777, 0.458258, 0.14, 0.291145, 0.463742, 0.178135, 2.42868],
+        "weights": [0.850205, 0.509038, 0.731663, -0.894389, -0.378137, 0.422021, 0.510962, -0.066076, -0.09617,
+            -1.487938],
+    },
+    "zh-qwen-rank": {
+        "features": ["top_dense", "margin", "support", "overruled", "overlap", "type_fit", "repeats", "short_len",
+            "short_empty", "greedy", "lp_span", "lp_first", "span_tokens", "lp_best", "near",
+            "lp_unknown"],
+        "mean": [0.893209, 0.132707, 1.185094, 0.293956, 0.48212, -0.086717, 0.017456, 1.434753, 0.00206, 0.103022,
+            -3.095533, -3.961357, 3.975275, -2.455027, 1.676582, -15.802239],
+        "scale": [0.030336, 0.139449, 0.189138, 0.455572, 0.291435, 0.454732, 0.085573, 1.256249, 0.045345, 0.303988,
+            1.959242, 2.529951, 2.31026, 1.991004, 0.818354, 2.204286],
+        "weights": [0.80247, 0.090944, 0.266196, -0.730367, 0.290738, 0.346526, -0.035938, 0.160451, -0.199889,
+            0.523902, 0.363116, 0.13156, 0.047192, 0.624575, -0.548992, -0.061059, -4.487591],
+        "switch": 1.0,
+        "platt": [0.24821, 0.455207, -0.160525],
+    },
 }
 
 
-def language(encoder: str) -> str:
+def language(encoder: str, decoder: str = "") -> str:
     """Which fitted model an index's answers get: cosines have each encoder's own scale
     (e5's sit between 0.7 and 0.95), so the multilingual encoder's index has its own ("zh",
-    fitted on CMRC), every other the English one's (fitted on SQuAD with MiniLM)."""
-    return "zh" if "e5" in encoder.lower() else "en"
+    fitted on CMRC), every other the English one's (fitted on SQuAD with MiniLM); and a decoder
+    is sure of its spans on its own scale, so Qwen's answers get "<language>-qwen" where one
+    was fitted on them (Gemma's "zh" gave Qwen's CMRC answers 0.37 where 0.59 were right)."""
+    base = "zh" if "e5" in encoder.lower() else "en"
+    if "qwen" in decoder.lower() and f"{base}-qwen" in MODELS:
+        return f"{base}-qwen"
+    return base
 
 
 def features(signals: dict, names: tuple[str, ...]) -> list[float | None]:

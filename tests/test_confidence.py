@@ -114,6 +114,43 @@ def test_the_shipped_models_give_probabilities():
         assert 0.0 < p < 1.0
 
 
+def test_the_decoder_picks_its_own_model():
+    """Qwen's answers on a multilingual index get the model fitted on them; Gemma's, and an
+    English index's (no "en-qwen" fitted), the encoder's."""
+    from rag.models import MULTILINGUAL, QWEN_ALIASES
+
+    assert {"zh-qwen", "zh-qwen-rank"} <= set(conf.MODELS)
+    assert conf.language(MULTILINGUAL, QWEN_ALIASES[0]) == "zh-qwen"
+    assert conf.language(MULTILINGUAL, "/models/Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf") == "zh-qwen"
+    assert conf.language(MULTILINGUAL, "gemma3-270m") == conf.language(MULTILINGUAL) == "zh"
+    assert conf.language("sentence-transformers/all-MiniLM-L6-v2", "qwen2.5-0.5b") == (
+        "en-qwen" if "en-qwen" in conf.MODELS else "en")
+    # the Judge's ranking reads "<language>-rank": Qwen's own, not Gemma's
+    question, sentence = "长江全长多少公里？", "长江是中国最长的河流，全长约6300公里。"
+    scores = [[-0.2, -0.1], [-9.0], [-0.5, -0.4, -0.3]]
+    answer = {"top_dense": 0.9, "margin": 0.2, "support": 1.2, "overruled": 0.0, "overlap": 0.5}
+    qwen = conf.choose(question, "约6300公里", ["6300公里"], scores, [sentence], answer, "zh-qwen")
+    gemma = conf.choose(question, "约6300公里", ["6300公里"], scores, [sentence], answer, "zh")
+    without = conf.choose(question, "约6300公里", ["6300公里"], scores, [sentence], answer, "zh-qwen",
+                          {k: v for k, v in conf.MODELS.items() if k != "zh-qwen-rank"})
+    assert 0 < qwen[1] < 1 and qwen[1] != gemma[1] and qwen[1] != without[1]
+
+
+def test_calibrate_key_extends_one_language(tmp_path):
+    """`calibrate.py fit --key zh-qwen` relabels the dumps' "zh" rows, and refuses other languages."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from calibrate import read
+
+    dump = tmp_path / "d.jsonl"
+    dump.write_text(json.dumps({"dataset": "x", "language": "zh", "right": True}) + "\n")
+    assert [r["language"] for r in read([dump], "zh-qwen")] == ["zh-qwen"]
+    assert read([dump])[0]["language"] == "zh"
+    with pytest.raises(SystemExit, match="extends one language"):
+        read([dump], "en-qwen")
+
+
 def test_candidates():
     sentence = ("The Fresnel lens was invented by Augustin-Jean Fresnel in 1822 to make lighthouse beams "
                 "visible for over twenty miles.")
