@@ -40,7 +40,9 @@ class Settings:
     max_ocr_seconds: float = 300.0  # OCR of one file's scanned pages; pages past it are reported skipped
     max_chunk_chars: int = 2000  # also when the text has no word boundaries
     max_json_depth: int = 64
-    max_chunks_per_file: int = 20_000  # a file that splits into more fails with this reason (bounded work per file)
+    # a file that splits into more fails with this reason (bounded work per file); a 100,000-row
+    # sheet makes 49,000 passages and ingests at 1.2 GB peak (benchmarks/sheets.py)
+    max_chunks_per_file: int = 100_000
     follow_links: bool = False  # follow symlinks out of an ingested folder
     encode_batch_size: int = 64
     commit_every_chunks: int = 4096  # a crash loses at most this much finished work

@@ -181,7 +181,7 @@ def test_a_file_over_max_chunks_per_file_fails_alone_and_fast(tmp_path):
     (docs / "big.csv").write_text("id,value\n" + "".join(f"{i},{i % 97}\n" for i in range(1_000_000)))  # 9 MB
     (docs / "good.md").write_text("# Kiwi\n\nThe kiwi is a flightless bird of New Zealand.\n")
     started = time.perf_counter()
-    report = RAG(tmp_path / "ix").ingest([docs])
+    report = RAG(tmp_path / "ix", max_chunks_per_file=20_000).ingest([docs])
     took = time.perf_counter() - started
     assert [(Path(f.path).name, "max_chunks_per_file" in f.reason) for f in report.failed] == [("big.csv", True)]
     assert report.added == 1 and took < 120, took
