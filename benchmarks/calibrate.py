@@ -95,7 +95,7 @@ def dump(args) -> None:
                    "question": item.question, "gold": item.answers, "impossible": impossible,
                    "found": answer.found, "note": answer.note, "short": answer.short, "copied": q.copied,
                    "f1": round(f1, 4), "right": bool(answer.found and f1 >= 0.5), "language": pipe.language,
-                   "generator": generator,
+                   "generator": generator, "confidence": answer.confidence,
                    "first_token_ms": answer.timings.first_token_ms, "total_ms": answer.timings.total_ms,
                    "judge_ms": (q.timer.marks["judged_ms"] - q.timer.marks.get("decoded_ms", 0))
                    if "judged_ms" in q.timer.marks else None,
@@ -253,6 +253,19 @@ def python_block(models: dict) -> str:
     return "\n".join(lines + ["}"])
 
 
+def judge(rows: list[dict], language: str, models: dict, rank: bool = True) -> tuple[list[float], list[bool]]:
+    """(probabilities, right) of the answers under `language`'s models: the chosen candidate's
+    where the decoder scored them and `rank`, else the answer model's on the decoder's own."""
+    probs, right = [], []
+    for r in rows:
+        if rank and r.get("scores"):
+            c, p = picked({**r, "language": language}, models)
+            probs.append(p), right.append(c["right"])
+        else:
+            probs.append(conf.probability(r, language, models)), right.append(r["right"])
+    return probs, right
+
+
 def fit(args) -> None:
     rows = read(args.dumps, args.key)
     cal, held = halves(rows, args.seed)
@@ -264,25 +277,25 @@ def fit(args) -> None:
         rank = models.get(f"{language}-rank")
         print(f"\n## {language}: switch margin {rank and rank['switch']}, Platt {rank and rank['platt']}")
         for how in ("rank", "answer signals only"):
-            probs, right = [], []
-            for r in part:
-                if how == "rank" and r.get("scores"):
-                    c, p = picked(r, models)
-                    probs.append(p), right.append(c["right"])
-                else:
-                    probs.append(conf.probability(r, language, models)), right.append(r["right"])
+            probs, right = judge(part, language, models, how == "rank")
             print(report(f"{language}, {how} (held out)", probs, right) + f"\n  AUC {auc(probs, right):.3f}")
         shipped = language.rsplit("-", 1)[0] if args.key else None
-        if shipped in conf.MODELS and shipped != language and f"{shipped}-rank" in conf.MODELS:
-            probs, right = [], []
-            for r in part:
-                if r.get("scores"):
-                    c, p = picked({**r, "language": shipped}, conf.MODELS)
-                    probs.append(p), right.append(c["right"])
-                else:
-                    probs.append(conf.probability(r, shipped)), right.append(r["right"])
+        compare = shipped in conf.MODELS and shipped != language and f"{shipped}-rank" in conf.MODELS
+        if compare:
+            probs, right = judge(part, shipped, conf.MODELS)
             print(report(f"the shipped {shipped!r} models on the same answers (held out)", probs, right)
                   + f"\n  AUC {auc(probs, right):.3f}")
+        print("\nper dataset (held out, rank): dataset | answers | mean confidence | right | ECE"
+              + (f" | the shipped {shipped!r}: mean confidence | ECE" if compare else ""))
+        for name in sorted({r["dataset"] for r in part}):
+            rows_of = [r for r in part if r["dataset"] == name]
+            probs, right = judge(rows_of, language, models)
+            line = (f"{name} | {len(probs)} | {sum(probs) / len(probs):.3f} | {sum(right) / len(right):.3f} | "
+                    f"{conf.calibration_error(probs, right):.3f}")
+            if compare:
+                probs, right = judge(rows_of, shipped, conf.MODELS)
+                line += f" | {sum(probs) / len(probs):.3f} | {conf.calibration_error(probs, right):.3f}"
+            print(line)
         print("\nshort-answer F1 on answerable questions (held out; a refused one scores 0): "
               "dataset | questions | decoder's span | chosen candidate | oracle among candidates")
         for name in sorted({r["dataset"] for r in held if r["language"] == language}):
