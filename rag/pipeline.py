@@ -281,7 +281,7 @@ class AnswerPipeline:
         self.settings, self.rag = s, rag
         self.retrieve = Retrieve(rag.search, s.diverse)
         self.min_score = rag.min_score
-        self.language = conf.language(s.encoder)
+        self.language = conf.language(s.encoder, rag.generator_name)  # each decoder's answers have their own fit
         self.english_only = s.encoder.lower() == ENGLISH.lower()
         self._reader = None
 

@@ -237,3 +237,8 @@ def test_auto_decoder_follows_the_index_encoder(tmp_path):
     assert english.generator_name == models.GEMMA
     assert multilingual.generator_name == (models.QWEN_ALIASES[0] if models.qwen_installed() else models.GEMMA)
     assert RAG(tmp_path / "c", encoder=models.MULTILINGUAL, generator="smollm2").generator_name == "smollm2"
+    # and the answers' confidence comes from the model fitted on that decoder's answers
+    from rag.pipeline import AnswerPipeline
+
+    assert AnswerPipeline(english).language == "en"
+    assert AnswerPipeline(multilingual).language == ("zh-qwen" if models.qwen_installed() else "zh")
