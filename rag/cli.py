@@ -193,6 +193,8 @@ def cmd_ingest(args) -> int:
         print(f"skipped {safe(f.path, keep_newlines=False)}: {safe(f.reason, keep_newlines=False)}", file=sys.stderr)
     if len(shown) < len(report.skipped_files):
         print(f"skipped {len(report.skipped_files) - len(shown)} more (-v or --json lists them all)", file=sys.stderr)
+    for note in report.notes:
+        print(f"note: {safe(note, keep_newlines=False)}", file=sys.stderr)
     if args.json:
         _emit(args, report.to_dict())
     else:

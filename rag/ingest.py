@@ -18,8 +18,10 @@ from .chunking import Splitter
 from .documents import Limits, read, supported
 from .encoder import Encoder
 from .errors import RagError, UnreadableFile
+from .models import ENGLISH
 from .settings import Settings
 from .store import DocumentRow, FileProblem, Store, crash_point, is_index_dir
+from .text import looks_english
 
 log = logging.getLogger(__name__)
 SKIP_DIRS = {"node_modules", "__pycache__", "site-packages"}
@@ -38,6 +40,7 @@ class IngestReport:
     tokens: int = 0
     seconds: float = 0.0
     files_per_node: dict[str, int] = field(default_factory=dict)  # --ray: where the files were encoded
+    notes: list[str] = field(default_factory=list)  # what a person should know (files the encoder cannot read)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -184,6 +187,7 @@ class Ingestor:
                                  settings.max_chunk_chars)
         self.limits = limits(settings)
         self.skipped_pages: list[FileProblem] = []  # pages a reader could not read (a scan without OCR)
+        self.foreign: list[str] = []  # files not in English, read into an English-only encoder's index
         self._since_commit = 0  # new chunks written since the last commit
         self._progress = False
 
@@ -251,6 +255,11 @@ class Ingestor:
                         report.removed += 1
             w.commit()
         report.skipped_files += self.skipped_pages  # never dropped silently: listed with the reason
+        if self.foreign:  # an index keeps its encoder: say what that costs these files (benchmarks/mixed.py)
+            report.notes.append(f"{len(self.foreign)} file(s) not in English, e.g. {self.foreign[0]}: this index's "
+                                f"encoder ({self.encoder.name}) reads English only, so only keyword search finds "
+                                "them; for dense search put them in an index made with --encoder multilingual-e5-small")
+            self.foreign = []
         report.skipped += len(self.skipped_pages)
         self.skipped_pages = []
         report.seconds = round(time.perf_counter() - started, 3)
@@ -281,6 +290,8 @@ class Ingestor:
         `max_chunks_per_file`: bounded work per file)."""
         doc = read(path, data, self.limits)
         self.skipped_pages += [FileProblem(f"{path}, page {page}", why) for page, why in doc.skipped]
+        if self.encoder.name.lower() == ENGLISH.lower() and not looks_english(doc.text[:20_000]):
+            self.foreign.append(str(path))
         chunks = self.splitter.split(doc, self.settings.max_chunks_per_file)
         if not chunks:
             raise UnreadableFile("no text found")

@@ -201,3 +201,19 @@ def test_a_mixed_folder_gets_the_multilingual_encoder(tmp_path):
             (tmp_path / lang / f"doc{i:03d}.txt").write_text(f"{i} {text}")
     assert choose_encoder(sample_text([tmp_path / "en"])) != MULTILINGUAL
     assert choose_encoder(sample_text([tmp_path])) == MULTILINGUAL
+
+
+def test_chinese_files_added_to_an_english_index_are_named(tmp_path):
+    # the index keeps MiniLM: the report says which files its dense search cannot read
+    from rag import RAG
+
+    english = ("The river flows through the valley and the town was built on its northern bank "
+               "by settlers who came from the coast in search of land.")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "river.txt").write_text(english)
+    index = RAG(tmp_path / "ix")
+    assert index.ingest([tmp_path / "d"]).notes == []
+    (tmp_path / "d" / "changjiang.txt").write_text("长江是中国最长的河流，全长约六千三百公里，最后注入东海。")
+    report = RAG(tmp_path / "ix").ingest([tmp_path / "d"])
+    assert report.added == 1 and len(report.notes) == 1
+    assert "changjiang.txt" in report.notes[0] and "multilingual-e5-small" in report.notes[0]
