@@ -287,6 +287,16 @@ def xml_events(stream, tags):
         yield element
 
 
+def drop(element) -> None:
+    """Forget an element that was read, and the siblings before it: lxml's iterparse keeps
+    every element it passes, so without this a part of any size is held whole in memory."""
+    element.clear()
+    parent = element.getparent()
+    if parent is not None:
+        while element.getprevious() is not None:
+            del parent[0]
+
+
 def xml_root(archive, name: str):
     """A small archive member (manifest, relationships) parsed whole, entities and network off."""
     from lxml import etree
@@ -364,9 +374,7 @@ def _docx_sections(events, styles: dict[str, str], limits: Limits) -> list[Secti
                 path.enter(int(match.group(1) or 1) if style.lower().startswith("heading") else 1, text.strip())
             elif text.strip():
                 lines.append(text)
-        element.clear()  # what was read is dropped: memory stays flat whatever the part's size
-        while element.getprevious() is not None:
-            del parent[0]
+        drop(element)  # memory stays flat whatever the part's size
         limits.check_text(size)
     flush()
     return sections + [Section(text, heading=heading) for text, heading in tables]

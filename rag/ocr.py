@@ -110,18 +110,18 @@ class _Spacing:
 
     def __init__(self, crops, recognized):
         self.lines = [_blank_runs(crop) for crop in crops]
-        shares = [width / height for (runs, height), (_, _, columns), crop in zip(self.lines, recognized, crops)
-                  for width in _read_spaces(columns, crop, runs) if width]
+        self.spaces = [sorted(w for w in _read_spaces(columns, crop, runs) if w)  # per line, read once
+                       for (runs, _), (_, _, columns), crop in zip(self.lines, recognized, crops)]
+        shares = [w / height for (_, height), widths in zip(self.lines, self.spaces) for w in widths]
         self.page_share = sorted(shares)[len(shares) // 2] if shares else None
         self.index = 0
 
     def respace(self, text: str, columns, crop) -> str:
-        runs, height = self.lines[self.index]
+        (runs, height), widths = self.lines[self.index], self.spaces[self.index]
         self.index += 1
         chars, xs = _positions(columns, crop)
         if len(chars) < 2 or "".join(chars) != text:
             return text
-        widths = sorted(w for w in _read_spaces(columns, crop, runs) if w)
         typical = widths[len(widths) // 2] if widths else (self.page_share or 0) * height
         least = max(MIN_SPACE_GAP * height, SPACE_SHARE * typical)
         out = [chars[0]]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from .documents import Limits, Section, grouped, open_archive, xml_events
+from .documents import Limits, Section, drop, grouped, open_archive, xml_events
 from .errors import UnreadableFile
 
 MAX_MERGED_CELLS = 1_000_000  # merged cells filled per sheet (a hostile A1:XFD1048576 fills none past it)
@@ -133,10 +133,7 @@ def _merged(data: bytes, part: str | None, limits: Limits) -> dict[int, list]:
         with archive.open(name) as xml:
             for element in xml_events(xml, (_S + "row", _S + "mergeCell")):
                 ref = element.get("ref") or ""
-                element.clear()
-                parent = element.getparent()
-                while parent is not None and element.getprevious() is not None:
-                    del parent[0]
+                drop(element)
                 if element.tag == _S + "row":
                     continue
                 try:
@@ -265,10 +262,7 @@ def _ods_rows(events, table):
             c += times
             if c >= MAX_COLUMNS:
                 break
-        element.clear()  # what was read is dropped: memory stays flat whatever the sheet's size
-        parent = element.getparent()
-        while parent is not None and element.getprevious() is not None:
-            del parent[0]
+        drop(element)  # memory stays flat whatever the sheet's size
         for done in range(1, repeat + 1):
             r += 1
             row = {**spans.pop(r, {}), **values}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 
-from .documents import Limits, Section, open_archive, xml_events, xml_root
+from .documents import Limits, Section, drop, open_archive, xml_events, xml_root
 from .errors import UnreadableFile
 
 _P = "{http://schemas.openxmlformats.org/presentationml/2006/main}"
@@ -104,15 +104,5 @@ def _slide_text(archive, part: str, notes: bool = False) -> tuple[str, list[str]
                 alt = (props.get("descr") or "").strip() if props is not None else ""
                 if alt:
                     lines.append(f"[Image: {alt}]")
-            _drop(element)
+            drop(element)  # a group's shapes are read one by one: clearing each loses nothing
     return title, lines
-
-
-def _drop(element) -> None:
-    """What was read is dropped, so a slide part of any size reads in flat memory (a group's
-    shapes are read one by one, so clearing each loses nothing)."""
-    element.clear()
-    parent = element.getparent()
-    if parent is not None:
-        while element.getprevious() is not None:
-            del parent[0]

@@ -35,6 +35,28 @@ def make_pdf(path: Path, pages: list[str]) -> Path:
     return path
 
 
+def make_scanned_pdf(path: Path, text_page: str, scans: list) -> Path:
+    """A PDF whose first page has a text layer and whose next pages are only images."""
+    import io
+
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    c = canvas.Canvas(str(path), pagesize=A4)
+    c.drawString(50, 800, text_page)
+    c.showPage()
+    for image in scans:
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        w, h = A4
+        height = w * image.height / image.width  # the page's width, from its top
+        c.drawImage(ImageReader(io.BytesIO(buf.getvalue())), 0, h - height, width=w, height=height)
+        c.showPage()
+    c.save()
+    return path
+
+
 def make_docx(path: Path, blocks: list[tuple[str, str]]) -> Path:
     """blocks: ("h1"|"h2"|"p", text)."""
     import docx

@@ -212,7 +212,7 @@ def test_qwen_without_its_packages_says_what_to_install(tmp_path, monkeypatch):
 
 
 qwen_installed = pytest.mark.skipif(
-    any(models.package_dir(m) is None for m, _ in models.QWEN_PARTS),
+    not models.qwen_installed(),
     reason="the optional Qwen2.5-0.5B packages are not installed (make setup installs them)")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from conftest import make_scanned_pdf
 from rag.documents import Limits, read
 from rag.errors import UnreadableFile
 
@@ -179,26 +180,6 @@ def render_page(lines: list[str], font_path: str, size: int = 36, width: int = 1
     for i, line in enumerate(lines):
         draw.text((80, 60 + i * int(size * 1.8)), line, font=font, fill=0)
     return image
-
-
-def make_scanned_pdf(path: Path, text_page: str, scans: list) -> Path:
-    """A PDF whose first page has a text layer and whose next pages are only images."""
-    from reportlab.lib.pagesizes import A4
-    from reportlab.lib.utils import ImageReader
-    from reportlab.pdfgen import canvas
-
-    c = canvas.Canvas(str(path), pagesize=A4)
-    c.drawString(50, 800, text_page)
-    c.showPage()
-    for image in scans:
-        buf = io.BytesIO()
-        image.save(buf, "PNG")
-        w, h = A4
-        height = w * image.height / image.width  # the page's width, from its top
-        c.drawImage(ImageReader(io.BytesIO(buf.getvalue())), 0, h - height, width=w, height=height)
-        c.showPage()
-    c.save()
-    return path
 
 
 # --- readers -----------------------------------------------------------------------------

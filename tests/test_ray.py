@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import make_scanned_pdf
 from rag import RAG
 from rag.store import Store
 
@@ -37,27 +38,14 @@ def write_corpus(root):
     return root
 
 
-def write_scanned_pdf(path: Path) -> Path:
+def scanned_pdf(path: Path) -> Path:
     """Page 1 with a text layer, pages 2 and 3 only pictures of text (as a scanner makes them)."""
-    import io
-
     from PIL import Image, ImageDraw
-    from reportlab.lib.utils import ImageReader
-    from reportlab.pdfgen import canvas
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     picture = Image.new("L", (800, 200), 255)
     ImageDraw.Draw(picture).text((20, 80), "The harbour master keeps the tide tables.", fill=0)
-    png = io.BytesIO()
-    picture.save(png, "PNG")
-    c = canvas.Canvas(str(path))
-    c.drawString(50, 800, "Page one has a text layer about the tides of Valletta.")
-    c.showPage()
-    for _ in range(2):
-        c.drawImage(ImageReader(io.BytesIO(png.getvalue())), 0, 500, width=595, height=150)
-        c.showPage()
-    c.save()
-    return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return make_scanned_pdf(path, "Page one has a text layer about the tides of Valletta.", [picture, picture])
 
 
 def contents(index) -> dict:
@@ -117,7 +105,7 @@ def test_local_ray_builds_the_same_index_and_stays_incremental(local_index, tmp_
     import shutil
 
     edited = Path(shutil.copytree(corpus, tmp_path / "edited"))
-    scans = write_scanned_pdf(tmp_path / "scans" / "tides.pdf")  # the worker OCRs page 2 and passes over 3
+    scans = scanned_pdf(tmp_path / "scans" / "tides.pdf")  # the worker OCRs page 2 and passes over 3
     skipped = RAG(tmp_path / "ray-scans", max_ocr_seconds=0.001).ingest([scans.parent], engine="ray")
     assert skipped.added == 1 and skipped.skipped == 1, skipped
     assert [(f.path, f.reason) for f in skipped.skipped_files] == [
