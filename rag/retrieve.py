@@ -48,13 +48,16 @@ class Retriever:
 
             self.fusion_weight = fusion_weight(getattr(encoder, "name", ""))
 
-    def search(self, query: str, k: int = Settings.k, mode: str = Settings.mode, diverse: bool = False) -> list[Hit]:
+    def search(self, query: str, k: int = Settings.k, mode: str = Settings.mode, diverse: bool = False,
+               asked: str | None = None) -> list[Hit]:
         """The k best passages. `diverse`: skip near-copies of a passage already chosen, so
-        k passages say k different things (MMR's aim, without its tuning)."""
+        k passages say k different things (MMR's aim, without its tuning). `asked`: the
+        question in its own language when `query` is its translation; hybrid search counts
+        its keyword matches too (passages in the question's language, in an English index)."""
         query = clean(query)  # invisible characters split words, as they did in the indexed text
         if diverse:
             hits = []
-            for hit in self.search(query, DIVERSE_POOL * k, mode):
+            for hit in self.search(query, DIVERSE_POOL * k, mode, asked=asked):
                 words = set(hit.text.lower().split())
                 if all(_jaccard(words, set(h.text.lower().split())) < NEAR_COPY for h in hits):
                     hit.rank = len(hits) + 1
@@ -75,7 +78,7 @@ class Retriever:
                 ranked = snap.keyword(query, k)
                 dense = {}
             else:
-                ranked, dense = self._hybrid(snap, query, vector, k)
+                ranked, dense = self._hybrid(snap, query, vector, k, clean(asked) if asked else None)
             rows = snap.chunks([i for i, _ in ranked])
         hits = []
         for i, score in ranked:
@@ -85,16 +88,24 @@ class Retriever:
                                 row.text, i, row.start, row.end, dense.get(i)))
         return hits
 
-    def _hybrid(self, snap: Snapshot, query: str, vector: np.ndarray, k: int):
+    def _hybrid(self, snap: Snapshot, query: str, vector: np.ndarray, k: int, asked: str | None = None):
         """The union of both top-n lists, each candidate scored by both methods, fused."""
         n = max(self.candidates, k)
         dense = dict(snap.dense(vector, n))
         keyword = dict(snap.keyword(query, KEYWORD_DEPTH * n))
+        trust, top = (keyword_trust(snap.coverage(query)) if keyword else 0.0), None
+        if asked:  # each keyword list trusted as far as its own words occur in the index
+            keyword = merge_keyword([(keyword, trust), self._trusted_keyword(snap, asked, KEYWORD_DEPTH * n)])
+            trust, top = 1.0, 1.0
         missing = [i for i in list(keyword)[:n] if i not in dense]
         dense.update(snap.cosines(vector, missing))
-        trust = keyword_trust(snap.coverage(query)) if keyword else 0.0
-        fused = fuse(dense, keyword, set(dense) | set(missing), self.fusion_weight, trust)
+        fused = fuse(dense, keyword, set(dense) | set(missing), self.fusion_weight, trust, top)
         return sorted(fused.items(), key=lambda item: -item[1])[:k], dense
+
+    @staticmethod
+    def _trusted_keyword(snap: Snapshot, query: str, depth: int) -> tuple[dict[int, float], float]:
+        ranked = dict(snap.keyword(query, depth))
+        return ranked, keyword_trust(snap.coverage(query)) if ranked else 0.0
 
 
 # Keyword search counts in proportion to how much of the question the index's words cover
@@ -109,13 +120,24 @@ def keyword_trust(coverage: float) -> float:
     return min(1.0, max(0.0, (coverage - UNCOVERED) / (COVERED - UNCOVERED)))
 
 
+def merge_keyword(lists: list[tuple[dict[int, float], float]]) -> dict[int, float]:
+    """Several (BM25 scores, trust) lists as one, best first: each score divided by its list's
+    best and times its trust; a passage keeps its best."""
+    merged: dict[int, float] = {}
+    for scores, trust in lists:
+        best = max(scores.values(), default=0.0) or 1.0
+        for i, s in scores.items():
+            merged[i] = max(merged.get(i, 0.0), trust * s / best)
+    return dict(sorted(merged.items(), key=lambda item: -item[1]))
+
+
 def fuse(dense: dict[int, float], keyword: dict[int, float], ids, weight: float,
-         trust: float = 1.0) -> dict[int, float]:
+         trust: float = 1.0, top: float | None = None) -> dict[int, float]:
     """Convex combination of the cosine rescaled to [0, 1] over the candidates (min-max) and
-    the BM25 score divided by the best one, times `trust` (keyword_trust); a score a method
-    did not give counts as 0. Rescaling makes one weight fit every encoder: e5's cosines of a
-    question's candidates span about 0.1, MiniLM's about 0.5 (benchmarks/fusion.py)."""
-    top = max(keyword.values(), default=0.0) or 1.0
+    the BM25 score divided by the best one (or by `top`), times `trust` (keyword_trust); a
+    score a method did not give counts as 0. Rescaling makes one weight fit every encoder: e5's
+    cosines of a question's candidates span about 0.1, MiniLM's about 0.5 (benchmarks/fusion.py)."""
+    top = top or max(keyword.values(), default=0.0) or 1.0
     lo, hi = min(dense.values(), default=0.0), max(dense.values(), default=0.0)
     spread = (hi - lo) or 1.0
     kw = (1 - weight) * trust / top

@@ -428,8 +428,14 @@ def create_app(indexes: list[str] | None = None, keys: Keys | None = None, limit
         if len(body.query) > state.limits.max_question_chars:
             raise ApiError(422, f"query: at most {state.limits.max_question_chars} characters", "query_too_long", "query")
         start = time.perf_counter()
-        hits = await in_thread(state.search_pool, request, _existing(rag, "search"), body.query, body.k, body.mode)
-        return {"object": "search.result", "index": name, "query": body.query,
+        search, translate = _existing(rag, "search"), _existing(rag, "english_query")
+
+        def translated_search(query, k, mode):  # an English-only index searches a Chinese question in English
+            searched = translate(query)
+            return searched, search(query, k, mode)  # the translation is remembered
+
+        searched, hits = await in_thread(state.search_pool, request, translated_search, body.query, body.k, body.mode)
+        return {"object": "search.result", "index": name, "query": body.query, "searched_as": searched,
                 "hits": [{k: getattr(h, k) for k in HIT_KEYS} for h in hits],
                 "took_ms": round((time.perf_counter() - start) * 1000, 1)}
 

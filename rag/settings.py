@@ -26,6 +26,10 @@ class Settings:
     # auto: Qwen2.5-0.5B on a multilingual (Chinese...) index where installed, else Gemma 3 270M
     # (models.choose_generator: measured per language) | gemma3-270m | qwen2.5-0.5b | smollm2 | FILE | openai:MODEL
     generator: str = "auto"
+    # the decoder that translates a question in another script (Chinese, Russian...) into English
+    # before an English-only index searches it (rag/translate.py). auto: Qwen2.5-0.5B where installed,
+    # else off | off | any generator name, FILE or openai:MODEL
+    translator: str = "auto"
     device: str = "auto"  # auto | cpu | cuda
     # auto: PyTorch on a GPU; on a CPU with native bf16 (AVX512_BF16, AMX) OpenVINO bf16 for ingest
     # batches, else int8 ONNX Runtime for passages (questions fp32) | onnx-openvino | onnx-int8 | onnx | torch

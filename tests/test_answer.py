@@ -146,10 +146,12 @@ def test_cli_ask_json(rag):
                         "--index", str(rag.root), "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert set(out) == {"question", "answer", "short_answer", "supporting", "found", "confidence", "sources", "timings"}
+    assert set(out) == {"question", "answer", "short_answer", "supporting", "found", "confidence", "sources", "timings",
+                        "searched_as"}
+    assert out["searched_as"] is None  # an English question is searched as asked
     assert out["supporting"] and any(out["supporting"][0] in " ".join(s["text"].split()) for s in out["sources"])
     assert set(out["sources"][0]) >= {"n", "source", "page", "heading", "score", "text", "cited"}
-    assert set(out["timings"]) == {"retrieve_ms", "first_token_ms", "total_ms", "tokens", "tokens_per_s"}
+    assert set(out["timings"]) == {"retrieve_ms", "first_token_ms", "total_ms", "tokens", "tokens_per_s", "translate_ms"}
     r = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "Who invented the Fresnel lens?",
                         "--index", str(rag.root)], capture_output=True, text=True)
     assert "Fresnel" in r.stdout and "lighthouse.md" in r.stdout and "first token" in r.stderr

@@ -180,3 +180,13 @@ def test_the_page_shows_a_server_error_as_text(index, hostile, monkeypatch):
     errors = [e.value for e in at.error]
     assert any("reported an error" in e for e in errors), errors
     assert all("![t](" not in e and "**boom**" not in e and "<b>" not in e for e in errors)  # escaped, not markup
+
+
+@pytest.mark.parametrize("model", ["silent", "keepalive", "digits", "control", "error-event"])
+def test_a_hostile_translator_costs_only_the_translation(index, hostile, model):
+    # the question is searched as asked: no hang past the deadline, no error, no junk query
+    rag = RAG(index, translator=f"openai:{model}", openai_base_url=hostile, request_timeout=1, answer_timeout=2)
+    question = "灯塔是哪一年第一次点亮的？"
+    assert rag.english_query(question) is None
+    hits = rag.search(question)
+    assert hits and hits[0].source.endswith("lighthouse.md")

@@ -1,0 +1,80 @@
+"""Questions in another script over an index of English documents: translated into English
+by the bundled Qwen before they are searched and read (rag/translate.py)."""
+
+import pytest
+
+from rag import RAG, models
+from rag.translate import Translator, accept, needs_english
+
+translator_installed = pytest.mark.skipif(models.choose_translator() == "off",
+                                          reason="no translating decoder installed (make setup installs it)")
+
+
+def test_which_questions_are_translated():
+    for question in ("海王星有几颗卫星？", "Сколько спутников у Нептуна?", "كم عدد أقمار نبتون؟",
+                     "नेपच्यून के कितने चंद्रमा हैं?", "ดาวเนปจูนมีดวงจันทร์กี่ดวง", "ネプチューンの衛星は何個？"):
+        assert needs_english(question), question
+    # the Latin script is searched as asked (a question is too short to tell English from German)
+    for question in ("How many moons does Neptune have?", "Wie viele Monde hat Neptun?", "2018", ""):
+        assert not needs_english(question), question
+    assert needs_english("GPT是由哪家公司开发的？")  # mostly Han letters, a Latin name inside
+
+
+def test_a_reply_is_used_only_when_it_is_a_translation():
+    question = "海王星有几颗卫星？"
+    assert accept("How many moons does Neptune have?", question) == "How many moons does Neptune have?"
+    assert accept('Translation: "How many moons does Neptune have?"\nNeptune has 14.', question) == \
+        "How many moons does Neptune have?"  # a label, quotes and a second line dropped
+    assert accept("", question) is None
+    assert accept("海王星有几颗卫星？", question) is None  # echoed, not translated
+    assert accept("Neptune " * 100, question) is None  # far longer than the question
+    assert accept("\x1b]0;pwned\x07 How many moons?", question) is None  # a terminal escape
+
+
+def test_a_failing_translator_searches_the_question_as_asked():
+    def broken():
+        raise RuntimeError("the model file is gone")
+
+    translate = Translator(broken)
+    assert translate("海王星有几颗卫星？") is None
+    assert translate("How many moons does Neptune have?") is None  # English never reaches the decoder
+
+
+def test_who_translates(tmp_path):
+    assert RAG(tmp_path / "a", encoder=models.MULTILINGUAL).translator is None  # it reads Chinese itself
+    assert RAG(tmp_path / "b", translator="off").translator is None
+    assert RAG(tmp_path / "c", translator="qwen2.5-0.5b").translator is not None
+
+
+@pytest.fixture(scope="module")
+def english(tmp_path_factory):
+    root = tmp_path_factory.mktemp("translate")
+    docs = root / "docs"
+    docs.mkdir()
+    (docs / "neptune.txt").write_text(
+        "Neptune is the eighth planet from the Sun. It has 16 known moons; the largest, Triton, was "
+        "discovered by William Lassell in 1846, seventeen days after the planet itself.")
+    (docs / "bread.txt").write_text(
+        "Sourdough bread rises with a starter of flour and water that holds wild yeast. Bakers feed "
+        "the starter every day and keep part of it for the next loaf.")
+    (docs / "bees.txt").write_text(
+        "Honey bees tell each other where flowers are with a waggle dance: the angle of the dance "
+        "gives the direction of the flowers relative to the Sun.")
+    rag = RAG(root / "index")
+    rag.ingest([docs])
+    return rag
+
+
+@pytest.mark.slow
+@translator_installed
+def test_questions_in_other_scripts_find_english_passages(english):
+    assert english.info().encoder == models.ENGLISH
+    for question, source in (("谁发现了特里同？", "neptune.txt"), ("Кто открыл Тритон?", "neptune.txt"),
+                             ("蜜蜂如何告诉彼此花在哪里？", "bees.txt")):
+        assert english.search(question, k=1)[0].source.endswith(source), question
+    answer = english.ask("谁发现了特里同？")
+    assert answer.found and "Lassell" in answer.text, answer.text
+    assert answer.searched.isascii() and answer.searched.endswith("?")  # the English question it searched
+    assert answer.timings.translate_ms is not None and answer.to_dict()["searched_as"] == answer.searched
+    english_question = english.ask("Who discovered Triton?")  # English is searched as asked
+    assert english_question.searched == "" and english_question.timings.translate_ms is None
