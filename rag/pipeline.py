@@ -29,8 +29,9 @@ from .retrieve import Hit
 from .settings import Settings
 from .text import has_cjk, looks_english
 
-# Why a question in another script finds nothing in an index of English passages
-# (benchmarks/languages.py: Chinese questions over MiniLM, recall@5 0.10; e5 0.89).
+# Why a question in another script may find nothing in an index of English passages: MiniLM
+# cannot read it (XQuAD Chinese questions, recall@5 0.10), and its translation, where one was
+# made (rag/translate.py, 0.94), found nothing either.
 ENGLISH_ONLY = (f" This index's encoder ({ENGLISH}) reads English only: ask in English, or build the index "
                 f"with --encoder {MULTILINGUAL}.")
 

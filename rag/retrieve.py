@@ -92,20 +92,18 @@ class Retriever:
         """The union of both top-n lists, each candidate scored by both methods, fused."""
         n = max(self.candidates, k)
         dense = dict(snap.dense(vector, n))
-        keyword = dict(snap.keyword(query, KEYWORD_DEPTH * n))
-        trust, top = (keyword_trust(snap.coverage(query)) if keyword else 0.0), None
-        if asked:  # each keyword list trusted as far as its own words occur in the index
-            keyword = merge_keyword([(keyword, trust), self._trusted_keyword(snap, asked, KEYWORD_DEPTH * n)])
-            trust, top = 1.0, 1.0
+        # the query's BM25 list, and a translated question's own: each trusted as far as its
+        # words occur in the index, each scaled by its best, merged
+        keyword = merge_keyword([_trusted_keyword(snap, q, KEYWORD_DEPTH * n) for q in (query, asked) if q])
         missing = [i for i in list(keyword)[:n] if i not in dense]
         dense.update(snap.cosines(vector, missing))
-        fused = fuse(dense, keyword, set(dense) | set(missing), self.fusion_weight, trust, top)
+        fused = fuse(dense, keyword, set(dense) | set(missing), self.fusion_weight, top=1.0)
         return sorted(fused.items(), key=lambda item: -item[1])[:k], dense
 
-    @staticmethod
-    def _trusted_keyword(snap: Snapshot, query: str, depth: int) -> tuple[dict[int, float], float]:
-        ranked = dict(snap.keyword(query, depth))
-        return ranked, keyword_trust(snap.coverage(query)) if ranked else 0.0
+
+def _trusted_keyword(snap: Snapshot, query: str, depth: int) -> tuple[dict[int, float], float]:
+    ranked = dict(snap.keyword(query, depth))
+    return ranked, keyword_trust(snap.coverage(query)) if ranked else 0.0
 
 
 # Keyword search counts in proportion to how much of the question the index's words cover
@@ -121,8 +119,8 @@ def keyword_trust(coverage: float) -> float:
 
 
 def merge_keyword(lists: list[tuple[dict[int, float], float]]) -> dict[int, float]:
-    """Several (BM25 scores, trust) lists as one, best first: each score divided by its list's
-    best and times its trust; a passage keeps its best."""
+    """(BM25 scores, trust) lists as one, in [0, 1], best first: each score divided by its
+    list's best and times its trust; a passage in several keeps its best."""
     merged: dict[int, float] = {}
     for scores, trust in lists:
         best = max(scores.values(), default=0.0) or 1.0

@@ -27,8 +27,8 @@ class Settings:
     # (models.choose_generator: measured per language) | gemma3-270m | qwen2.5-0.5b | smollm2 | FILE | openai:MODEL
     generator: str = "auto"
     # the decoder that translates a question in another script (Chinese, Russian...) into English
-    # before an English-only index searches it (rag/translate.py). auto: Qwen2.5-0.5B where installed,
-    # else off | off | any generator name, FILE or openai:MODEL
+    # before an English-only index searches it (rag/translate.py). auto: Qwen2.5-1.5B where installed,
+    # else -0.5B, else off (models.choose_translator) | off | any generator name, FILE or openai:MODEL
     translator: str = "auto"
     device: str = "auto"  # auto | cpu | cuda
     # auto: PyTorch on a GPU; on a CPU with native bf16 (AVX512_BF16, AMX) OpenVINO bf16 for ingest

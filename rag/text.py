@@ -126,15 +126,19 @@ def characters(text: str) -> list[str]:
     return re.findall(f"[{CJK}{UNSPACED}]|[A-Za-z0-9]+", text.lower())
 
 
+def latin_share(text: str) -> float:
+    """The share of `text`'s letters in the Latin script (Basic Latin through Latin Extended-B,
+    the letters English and most European languages are written in); 1.0 without letters."""
+    letters = [c for c in text if c.isalpha()]
+    return sum(1 for c in letters if c < "\u0250") / len(letters) if letters else 1.0
+
+
 def looks_english(text: str) -> bool:
     """Latin script (95% of letters or more) reading as English: English function words make
     a tenth of the words or more (English prose: about 40%; French or German: under 5%). Text
     with under 200 distinct words is too little to tell and counts as English, the default."""
     text = re.sub(r"[!-~]{40,}", " ", text)  # ASCII runs that are no words (hashes, base64, junk) do not vote
-    letters = [c for c in text if c.isalpha()]
-    if not letters:
-        return True
-    if sum(1 for c in letters if c < "\u0250") < 0.95 * len(letters):
+    if latin_share(text) < 0.95:
         return False
     tokens = re.findall(r"[A-Za-z]+", text.lower())
     if len(set(tokens)) < 200:

@@ -19,6 +19,9 @@ import re
 import threading
 from collections import OrderedDict
 
+from .present import safe
+from .text import latin_share
+
 log = logging.getLogger(__name__)
 
 # The few-shot examples teach the format (a translation, not an answer: without them Qwen
@@ -30,12 +33,6 @@ ASK = "Translate into English: "
 
 MAX_QUESTION_CHARS = 1000  # longer text is searched as asked (a pasted paragraph, not a question)
 CACHE_SIZE = 1024
-LATIN_END = "\u0250"  # Basic Latin through IPA extensions: the letters English is written in
-
-
-def latin_share(text: str) -> float:
-    letters = [c for c in text if c.isalpha()]
-    return sum(1 for c in letters if c < LATIN_END) / len(letters) if letters else 1.0
 
 
 def needs_english(question: str) -> bool:
@@ -52,7 +49,6 @@ def messages(question: str) -> list[dict]:
 
 
 _LABEL = re.compile(r"^(?:english(?: translation)?|translation)\s*[:：]\s*", re.I)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _QUOTES = "\"'“”‘’「」『』«»"
 
 
@@ -62,7 +58,7 @@ def accept(reply: str, question: str) -> str | None:
     characters (a terminal escape is no English)."""
     line = next((x.strip() for x in reply.splitlines() if x.strip()), "")
     line = _LABEL.sub("", line).strip().strip(_QUOTES).strip()
-    if not line or len(line) > 3 * len(question) + 80 or latin_share(line) < 0.8 or _CONTROL.search(line):
+    if not line or len(line) > 3 * len(question) + 80 or latin_share(line) < 0.8 or safe(line, False) != line:
         return None
     return line
 

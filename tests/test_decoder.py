@@ -219,7 +219,7 @@ qwen_installed = pytest.mark.skipif(
 @qwen_installed
 def test_qwen_answers_from_the_passage_and_cites_it(two_indexes):
     path = generator_path("qwen2.5-coder-0.5b")
-    assert path == generator_path("Qwen2.5-0.5B") and os.path.getsize(path) == models.QWEN_SIZE
+    assert path == generator_path("Qwen2.5-0.5B") and os.path.getsize(path) == models.QWEN.size
     rag = RAG(two_indexes[0], generator="qwen2.5-0.5b")
     assert "qwen2.5" in rag.generator.model.metadata.get("general.name", "").lower()
     answer = rag.ask("Who first lit the Quillfeather Lighthouse?")

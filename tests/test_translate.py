@@ -32,12 +32,16 @@ def test_a_reply_is_used_only_when_it_is_a_translation():
 
 
 def test_a_failing_translator_searches_the_question_as_asked():
+    calls = []
+
     def broken():
+        calls.append(1)
         raise RuntimeError("the model file is gone")
 
     translate = Translator(broken)
-    assert translate("海王星有几颗卫星？") is None
-    assert translate("How many moons does Neptune have?") is None  # English never reaches the decoder
+    assert translate("How many moons does Neptune have?") is None and not calls  # English never reaches it
+    assert translate("海王星有几颗卫星？") is None and len(calls) == 1
+    assert translate("海王星有几颗卫星？") is None and len(calls) == 1  # the failure is remembered
 
 
 def test_who_translates(tmp_path):
