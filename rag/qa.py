@@ -17,6 +17,7 @@ from .retrieve import Hit, Retriever
 from .settings import Settings
 from .store import DocumentInfo, FileProblem, IndexInfo, Store, is_index_dir, listed_paths, new_manifest
 from .text import STOPWORDS_EN as STOPWORDS
+from .text import clean
 
 
 def resolve_index(name_or_path: str | Path) -> Path:
@@ -117,11 +118,19 @@ class RAG:
         return self._translator or None
 
     def english_query(self, query: str) -> str | None:
-        """The English form `search` reads for `query`, or None where it is searched as asked."""
+        """The English form `search` reads for `query`, or None where it is searched as asked:
+        on an English-only index, a question in another script or one whose words the index
+        mostly lacks (rag/translate.py)."""
         from .translate import needs_english
 
-        translator = self.translator if needs_english(query) else None
-        return translator(query) if translator is not None else None
+        translator = self.translator
+        if translator is None or not query.strip():
+            return None
+        if needs_english(query):
+            return translator(query)
+        with self.store.snapshot() as snap:
+            coverage = snap.coverage(clean(query))
+        return translator(query) if needs_english(query, coverage) else None
 
     def warm_up(self) -> dict:
         """Load the encoder and the decoder now, side by side (both loaders spend their time
