@@ -84,7 +84,7 @@ class Answer:
     support: float | None = None  # the sentence check's score of the supporting sentence
     confidence: float | None = None  # probability that the short answer is right (rag/confidence.py)
     note: str = ""  # what an answer that was not found says instead (why, and what to do)
-    searched: str = ""  # the English translation of the question that was searched, when rag made one
+    searched: str = ""  # the translation of the question that was searched, when rag made one
 
     @property
     def citations(self) -> list[int]:

@@ -204,9 +204,9 @@ def cmd_ingest(args) -> int:
 
 def cmd_search(args) -> int:
     rag = _rag(args)
-    searched = rag.english_query(args.query)
+    searched = rag.translated_query(args.query)
     if searched:
-        print(f"searched in English as: {safe(searched, keep_newlines=False)}", file=sys.stderr)
+        print(f"searched as: {safe(searched, keep_newlines=False)}", file=sys.stderr)
     hits = rag.search(args.query, k=args.k, mode=args.mode)  # the translation is remembered
     if args.json:
         keys = ("rank", "score", "source", "page", "heading", "text", "chunk_id")
@@ -242,7 +242,7 @@ def cmd_ask(args) -> int:
     print(terminal(answer, bold=live))
     _print_sources(answer.sources, answer.found)
     if answer.searched:
-        print(f"\nsearched in English as: {safe(answer.searched, keep_newlines=False)}", file=sys.stderr)
+        print(f"\nsearched as: {safe(answer.searched, keep_newlines=False)}", file=sys.stderr)
     print("\n" + timings_line(answer.timings), file=sys.stderr)
     return 0
 

@@ -52,7 +52,7 @@ class Question:
     max_tokens: int
     timer: Timer = field(default_factory=Timer)
     empty_index: bool = False
-    searched: str = ""  # Retrieve: the English query searched instead of `query` (rag/translate.py)
+    searched: str = ""  # Retrieve: the translation searched instead of `query` (rag/translate.py)
     hits: list[Hit] = field(default_factory=list)  # Retrieve
     passages: list[tuple[Hit, str]] = field(default_factory=list)  # Read: what the prompt held
     span: str = ""  # Read: what the decoder wrote ("" when it said "unknown")
@@ -75,8 +75,8 @@ class Question:
 
 class Retrieve:
     """The k best passages for the question's query (without near-copies where `diverse`), in
-    English translation where the index reads English only and the question is in another
-    script (`translate` returns None where it is searched as asked)."""
+    translation where the question is in another language than the index's (`translate`
+    returns None where it is searched as asked)."""
 
     def __init__(self, search, translate, diverse: bool):
         self.search, self.translate, self.diverse = search, translate, diverse
@@ -290,7 +290,7 @@ class AnswerPipeline:
     def __init__(self, rag):
         s = rag.settings
         self.settings, self.rag = s, rag
-        self.retrieve = Retrieve(rag.search, rag.english_query, s.diverse)
+        self.retrieve = Retrieve(rag.search, rag.translated_query, s.diverse)
         self.min_score = rag.min_score
         self.language = conf.language(s.encoder, rag.generator_name)  # each decoder's answers have their own fit
         self.english_only = s.encoder.lower() == ENGLISH.lower()

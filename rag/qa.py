@@ -99,38 +99,45 @@ class RAG:
 
     @property
     def translator(self):
-        """What turns a question in another script into an English search query on an index
-        whose encoder reads English only (rag/translate.py); None where the setting is off,
-        no translating decoder is installed or the encoder is multilingual. Decided once."""
+        """What turns a question in another language into a search query in the index's
+        (rag/translate.py): into English where the encoder reads English only, into the
+        language of the passages' one non-Latin script otherwise; None where the setting is
+        off, no translating decoder is installed or no such language applies. Decided once
+        per state of the index (each ingest decides again)."""
         if self._translator is None:
             from .decoders import load_decoder
             from .models import ENGLISH, choose_translator
-            from .translate import Translator
+            from .translate import SAMPLE_PASSAGES, Translator, index_language
 
             s = self.settings
             name = choose_translator() if s.translator.lower() == "auto" else s.translator
-            if name.lower() == "off" or s.encoder.lower() not in ("auto", ENGLISH.lower()):
-                self._translator = False
-            else:
-                self._translator = Translator(lambda: load_decoder(name, "auto", s.device, s.context_window,
-                                                                   s.openai_base_url, s.request_timeout,
-                                                                   s.answer_timeout))
+            language = None
+            if name.lower() != "off":
+                english_only = s.encoder.lower() in ("auto", ENGLISH.lower())
+                sample = ""
+                if not english_only and is_index_dir(self.root):
+                    with self.store.snapshot() as snap:
+                        sample = " ".join(snap.sample_texts(SAMPLE_PASSAGES))
+                language = index_language(sample, english_only)
+            self._translator = Translator(
+                lambda: load_decoder(name, "auto", s.device, s.context_window, s.openai_base_url,
+                                     s.request_timeout, s.answer_timeout), language) if language else False
         return self._translator or None
 
-    def english_query(self, query: str) -> str | None:
-        """The English form `search` reads for `query`, or None where it is searched as asked:
-        on an English-only index, a question in another script or one whose words the index
-        mostly lacks (rag/translate.py)."""
-        from .translate import needs_english
+    def translated_query(self, query: str) -> str | None:
+        """The query `search` reads for `query` in the index's language, or None where it is
+        searched as asked: a question in another script than the index's, or one whose words
+        the index mostly lacks, is translated (rag/translate.py)."""
+        from .translate import needs_translation
 
         translator = self.translator
         if translator is None or not query.strip():
             return None
-        if needs_english(query):
+        if needs_translation(query, translator.language):
             return translator(query)
         with self.store.snapshot() as snap:
             coverage = snap.coverage(clean(query))
-        return translator(query) if needs_english(query, coverage) else None
+        return translator(query) if needs_translation(query, translator.language, coverage) else None
 
     def warm_up(self) -> dict:
         """Load the encoder and the decoder now, side by side (both loaders spend their time
@@ -186,17 +193,19 @@ class RAG:
                 s = self.settings
                 self._store = Store.create(self.root, new_manifest(s.encoder, encoder.dimension, s.chunk_size,
                                                                    s.chunk_overlap))
-            return Ingestor(self.store, self.encoder, self.settings).run(paths, prune, progress, wait, on_file,
-                                                                        engine, address)
+            report = Ingestor(self.store, self.encoder, self.settings).run(paths, prune, progress, wait, on_file,
+                                                                          engine, address)
+            self._translator = None  # the documents' language may have changed with them
+            return report
 
     def search(self, query: str, k: int | None = None, mode: str | None = None,
                diverse: bool = False) -> list[Hit]:
-        """The k best passages for `query` (`diverse`: without near-copies of each other). On an
-        English-only index a question in another script is searched in English translation
-        (`english_query`), its own words still counting in hybrid search."""
-        english = self.english_query(query)
-        return self.retriever.search(english or query, _positive_k(k, self.settings.k), mode or self.settings.mode,
-                                     diverse, asked=query if english else None)
+        """The k best passages for `query` (`diverse`: without near-copies of each other). A
+        question in another language than the index's is searched in translation
+        (`translated_query`), its own words still counting in hybrid search."""
+        translated = self.translated_query(query)
+        return self.retriever.search(translated or query, _positive_k(k, self.settings.k),
+                                     mode or self.settings.mode, diverse, asked=query if translated else None)
 
     def remove(self, path: str | Path, wait: float = 0.0) -> int:
         """Remove documents at `path` (a file, or everything under a folder); returns how many."""

@@ -428,7 +428,7 @@ def create_app(indexes: list[str] | None = None, keys: Keys | None = None, limit
         if len(body.query) > state.limits.max_question_chars:
             raise ApiError(422, f"query: at most {state.limits.max_question_chars} characters", "query_too_long", "query")
         start = time.perf_counter()
-        search, translate = _existing(rag, "search"), _existing(rag, "english_query")
+        search, translate = _existing(rag, "search"), _existing(rag, "translated_query")
 
         def translated_search(query, k, mode):  # an English-only index searches a Chinese question in English
             searched = translate(query)

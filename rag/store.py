@@ -221,6 +221,12 @@ class Snapshot:
             "ORDER BY bm25(chunks_fts, 1.0, 0.5) LIMIT ?", (terms, k)).fetchall()
         return [(int(i), float(s)) for i, s in rows]
 
+    def sample_texts(self, n: int) -> list[str]:
+        """Up to n passages spread over the whole index (a fixed hash order of their ids, so the
+        same index gives the same sample, not the first files only)."""
+        sql = "SELECT text FROM chunks ORDER BY (id * 2654435761) % 4294967296 LIMIT ?"
+        return [r[0] for r in self._conn.execute(sql, (n,))]
+
     def coverage(self, query: str) -> float:
         """Share of the question's keyword words that occur somewhere in the index (0 without
         words): near 1 for a question in the documents' language, near 0 for one in another

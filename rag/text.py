@@ -133,6 +133,25 @@ def latin_share(text: str) -> float:
     return sum(1 for c in letters if c < "\u0250") / len(letters) if letters else 1.0
 
 
+# Letter ranges of the scripts whose documents name one language well enough for a
+# translation prompt; Latin (shared by English, German, French...) names none by itself.
+SCRIPTS = {"latin": ("\u0041", "\u024f"), "cyrillic": ("\u0400", "\u052f"), "arabic": ("\u0600", "\u06ff"),
+           "devanagari": ("\u0900", "\u097f"), "thai": ("\u0e00", "\u0e7f"), "kana": ("\u3040", "\u30ff"),
+           "han": ("\u3400", "\u9fff"), "hangul": ("\uac00", "\ud7af")}
+
+
+def script_shares(text: str) -> dict[str, float]:
+    """Each script's share of `text`'s letters (SCRIPTS; other letters count in the total)."""
+    letters = [c for c in text if c.isalpha()]
+    counts = dict.fromkeys(SCRIPTS, 0)
+    for c in letters:
+        for name, (lo, hi) in SCRIPTS.items():
+            if lo <= c <= hi:
+                counts[name] += 1
+                break
+    return {name: n / len(letters) for name, n in counts.items()} if letters else {}
+
+
 def looks_english(text: str) -> bool:
     """Latin script (95% of letters or more) reading as English: English function words make
     a tenth of the words or more (English prose: about 40%; French or German: under 5%). Text

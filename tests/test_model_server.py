@@ -187,6 +187,6 @@ def test_a_hostile_translator_costs_only_the_translation(index, hostile, model):
     # the question is searched as asked: no hang past the deadline, no error, no junk query
     rag = RAG(index, translator=f"openai:{model}", openai_base_url=hostile, request_timeout=1, answer_timeout=2)
     question = "灯塔是哪一年第一次点亮的？"
-    assert rag.english_query(question) is None
+    assert rag.translated_query(question) is None
     hits = rag.search(question)
     assert hits and hits[0].source.endswith("lighthouse.md")

@@ -1,10 +1,13 @@
 """Questions in another script over an index of English documents: translated into English
 by the bundled Qwen before they are searched and read (rag/translate.py)."""
 
+from pathlib import Path
+
 import pytest
 
 from rag import RAG, models
-from rag.translate import Translator, accept, needs_english
+from rag.text import latin_share
+from rag.translate import Translator, accept, index_language, needs_translation
 
 translator_installed = pytest.mark.skipif(models.choose_translator() == "off",
                                           reason="no translating decoder installed (make setup installs it)")
@@ -13,14 +16,27 @@ translator_installed = pytest.mark.skipif(models.choose_translator() == "off",
 def test_which_questions_are_translated():
     for question in ("海王星有几颗卫星？", "Сколько спутников у Нептуна?", "كم عدد أقمار نبتون؟",
                      "नेपच्यून के कितने चंद्रमा हैं?", "ดาวเนปจูนมีดวงจันทร์กี่ดวง", "ネプチューンの衛星は何個？"):
-        assert needs_english(question), question
+        assert needs_translation(question), question
     # the Latin script is searched as asked where the index knows the question's words ...
     for question in ("How many moons does Neptune have?", "Wie viele Monde hat Neptun?", "2018", ""):
-        assert not needs_english(question), question
-    assert needs_english("GPT是由哪家公司开发的？")  # mostly Han letters, a Latin name inside
+        assert not needs_translation(question), question
+    assert needs_translation("GPT是由哪家公司开发的？")  # mostly Han letters, a Latin name inside
     # ... and translated where it lacks most of them (German over English documents)
-    assert needs_english("Wie viele Monde hat Neptun?", coverage=0.25)
-    assert not needs_english("How many moons does Neptune have?", coverage=0.75)
+    assert needs_translation("Wie viele Monde hat Neptun?", coverage=0.25)
+    assert not needs_translation("How many moons does Neptune have?", coverage=0.75)
+    # into an index's own language: English over Chinese documents; Chinese not
+    assert needs_translation("How many moons does Neptune have?", "Chinese")
+    assert not needs_translation("海王星有几颗卫星？", "Chinese", coverage=0.8)
+
+
+def test_the_language_questions_are_translated_into():
+    assert index_language("", english_only=True) == "English"
+    assert index_language("海王星是太阳系的第八颗行星，已知有十六颗卫星。", False) == "Chinese"
+    assert index_language("海王星は太陽系の第八惑星で、十六個の衛星があります。", False) == "Japanese"
+    assert index_language("Нептун — восьмая планета Солнечной системы.", False) == "Russian"
+    # Latin-script or mixed documents name no language: the multilingual encoder matches them
+    assert index_language("Neptun ist der achte Planet des Sonnensystems.", False) is None
+    assert index_language("Neptune is the eighth planet. 海王星是第八颗行星。", False) is None
 
 
 def test_a_reply_is_used_only_when_it_is_a_translation():
@@ -30,7 +46,9 @@ def test_a_reply_is_used_only_when_it_is_a_translation():
         "How many moons does Neptune have?"  # a label, quotes and a second line dropped
     assert accept("", question) is None
     assert accept("海王星有几颗卫星？", question) is None  # echoed, not translated
-    assert accept("How many moons?", "how many  moons?".replace("  ", " ")) is None  # English already
+    assert accept("How many moons?", "how many moons?") is None  # English already
+    assert accept("海王星有几颗卫星？", "How many moons does Neptune have?", "Chinese") == "海王星有几颗卫星？"
+    assert accept("How many moons?", "How many moons?", "Chinese") is None  # not Chinese
     assert accept("Neptune " * 100, question) is None  # far longer than the question
     assert accept("\x1b]0;pwned\x07 How many moons?", question) is None  # a terminal escape
 
@@ -88,3 +106,19 @@ def test_questions_in_other_scripts_find_english_passages(english):
     assert english_question.searched == "" and english_question.timings.translate_ms is None
     german = english.ask("Wer hat Triton entdeckt?")  # the index lacks its words: translated
     assert german.searched.isascii() and "Triton" in german.searched and "Lassell" in german.text, german.text
+
+
+@pytest.mark.slow
+@translator_installed
+def test_questions_over_chinese_documents_are_searched_in_chinese(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "llm.md").write_text((Path(__file__).parent / "data" / "llm_zh.md").read_text())
+    rag = RAG(tmp_path / "index")
+    rag.ingest([docs])
+    assert rag.info().encoder == models.MULTILINGUAL and rag.translator.language == "Chinese"
+    searched = rag.translated_query("Which model compression techniques are commonly used?")
+    assert searched and latin_share(searched) < 0.5, searched  # Chinese words keyword search can match
+    hits = rag.search("Which model compression techniques are commonly used?", k=1, mode="keyword")
+    assert hits and hits[0].heading.endswith("模型压缩")  # the English words alone match nothing here
+    assert rag.translated_query("模型压缩有哪些技术？") is None  # in the index's language already
