@@ -133,10 +133,11 @@ class RAG:
         translator = self.translator
         if translator is None or not query.strip():
             return None
-        if needs_translation(query, translator.language):
-            return translator(query)
-        with self.store.snapshot() as snap:
-            coverage = snap.coverage(clean(query))
+
+        def coverage():
+            with self.store.snapshot() as snap:
+                return snap.coverage(clean(query))
+
         return translator(query) if needs_translation(query, translator.language, coverage) else None
 
     def warm_up(self) -> dict:

@@ -430,7 +430,7 @@ def create_app(indexes: list[str] | None = None, keys: Keys | None = None, limit
         start = time.perf_counter()
         search, translate = _existing(rag, "search"), _existing(rag, "translated_query")
 
-        def translated_search(query, k, mode):  # an English-only index searches a Chinese question in English
+        def translated_search(query, k, mode):  # a question in another language is searched in the index's
             searched = translate(query)
             return searched, search(query, k, mode)  # the translation is remembered
 

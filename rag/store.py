@@ -222,10 +222,14 @@ class Snapshot:
         return [(int(i), float(s)) for i, s in rows]
 
     def sample_texts(self, n: int) -> list[str]:
-        """Up to n passages spread over the whole index (a fixed hash order of their ids, so the
-        same index gives the same sample, not the first files only)."""
-        sql = "SELECT text FROM chunks ORDER BY (id * 2654435761) % 4294967296 LIMIT ?"
-        return [r[0] for r in self._conn.execute(sql, (n,))]
+        """About n passages spread evenly over the ids of the whole index, not the first files
+        only: one rowid lookup each, so a million-passage index reads n passages, not all."""
+        lo, hi = self._conn.execute("SELECT MIN(id), MAX(id) FROM chunks").fetchone()
+        if lo is None:
+            return []
+        points = sorted({lo + (hi - lo) * i // max(1, n - 1) for i in range(n)})
+        sql = "SELECT text FROM chunks WHERE id >= ? ORDER BY id LIMIT 1"
+        return [row[0] for p in points for row in self._conn.execute(sql, (p,))]
 
     def coverage(self, query: str) -> float:
         """Share of the question's keyword words that occur somewhere in the index (0 without

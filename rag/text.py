@@ -126,13 +126,6 @@ def characters(text: str) -> list[str]:
     return re.findall(f"[{CJK}{UNSPACED}]|[A-Za-z0-9]+", text.lower())
 
 
-def latin_share(text: str) -> float:
-    """The share of `text`'s letters in the Latin script (Basic Latin through Latin Extended-B,
-    the letters English and most European languages are written in); 1.0 without letters."""
-    letters = [c for c in text if c.isalpha()]
-    return sum(1 for c in letters if c < "\u0250") / len(letters) if letters else 1.0
-
-
 # Letter ranges of the scripts whose documents name one language well enough for a
 # translation prompt; Latin (shared by English, German, French...) names none by itself.
 SCRIPTS = {"latin": ("\u0041", "\u024f"), "cyrillic": ("\u0400", "\u052f"), "arabic": ("\u0600", "\u06ff"),
@@ -140,16 +133,21 @@ SCRIPTS = {"latin": ("\u0041", "\u024f"), "cyrillic": ("\u0400", "\u052f"), "ara
            "han": ("\u3400", "\u9fff"), "hangul": ("\uac00", "\ud7af")}
 
 
+_SCRIPT_RE = {name: re.compile(f"[{lo}-{hi}]") for name, (lo, hi) in SCRIPTS.items()}
+
+
 def script_shares(text: str) -> dict[str, float]:
     """Each script's share of `text`'s letters (SCRIPTS; other letters count in the total)."""
-    letters = [c for c in text if c.isalpha()]
-    counts = dict.fromkeys(SCRIPTS, 0)
-    for c in letters:
-        for name, (lo, hi) in SCRIPTS.items():
-            if lo <= c <= hi:
-                counts[name] += 1
-                break
-    return {name: n / len(letters) for name, n in counts.items()} if letters else {}
+    letters = "".join(filter(str.isalpha, text))
+    if not letters:
+        return {}
+    return {name: pattern.subn("", letters)[1] / len(letters) for name, pattern in _SCRIPT_RE.items()}
+
+
+def latin_share(text: str) -> float:
+    """The share of `text`'s letters in the Latin script (Basic Latin through Latin Extended-B,
+    the letters English and most European languages are written in); 1.0 without letters."""
+    return script_shares(text).get("latin", 1.0)
 
 
 def looks_english(text: str) -> bool:

@@ -83,14 +83,15 @@ def _target_share(text: str, language: str) -> float:
     return shares["kana"] + shares["han"] if script == "kana" else shares[script]
 
 
-def needs_translation(question: str, language: str = "English", coverage: float = 1.0) -> bool:
+def needs_translation(question: str, language: str = "English", coverage=lambda: 1.0) -> bool:
     """Whether an index in `language` should search `question` in translation: most of its
     letters are in another script than the language's, or, in the Latin script that many
     languages share, the index has too few of its words (a Chinese question rare words miss
-    was paraphrased, not translated: XQuAD zh keyword r@1 0.920 -> 0.903 when it counted)."""
+    was paraphrased, not translated: XQuAD zh keyword r@1 0.920 -> 0.903 when it counted).
+    `coverage()` (Snapshot.coverage) is asked only then: it costs a lookup per word."""
     if _target_share(question, language) < 0.5:
         return True
-    return LANGUAGES[language][0] == "latin" and coverage < FOREIGN
+    return LANGUAGES[language][0] == "latin" and coverage() < FOREIGN
 
 
 def messages(question: str, language: str = "English") -> list[dict]:
