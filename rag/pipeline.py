@@ -78,17 +78,21 @@ class Retrieve:
     translation where the question is in another language than the index's (`translate`
     returns None where it is searched as asked)."""
 
-    def __init__(self, search, translate, diverse: bool):
+    def __init__(self, search, translate, diverse: bool, reads_translation: bool = True):
         self.search, self.translate, self.diverse = search, translate, diverse
+        self.reads_translation = reads_translation
 
     def run(self, q: Question) -> None:
         q.searched = self.translate(q.query) or ""  # the translator remembers it for `search`
         if q.searched:
             q.timer.mark("translate_ms")
-            # every later stage reads the English form, as it reads English passages (100 XQuAD
-            # Chinese questions over the English paragraphs: answer F1 0.04 -> 0.32, wrongly
-            # "not found" 75% -> 14%; docs/benchmarks.md)
-            q.text = q.searched
+            if self.reads_translation:
+                # on an English-only index every later stage reads the English form, as it
+                # reads English passages (100 XQuAD Chinese questions over the English
+                # paragraphs: answer F1 0.04 -> 0.32, wrongly "not found" 75% -> 14%;
+                # docs/benchmarks.md); a multilingual index's stages read the question itself,
+                # as its dense search does (rag/retrieve.py)
+                q.text = q.searched
         q.hits = self.search(q.query, k=q.k, mode=q.mode, diverse=self.diverse)  # translates again: remembered
         q.timer.mark("retrieve_ms")
 
@@ -290,10 +294,10 @@ class AnswerPipeline:
     def __init__(self, rag):
         s = rag.settings
         self.settings, self.rag = s, rag
-        self.retrieve = Retrieve(rag.search, rag.translated_query, s.diverse)
+        self.english_only = s.encoder.lower() == ENGLISH.lower()
+        self.retrieve = Retrieve(rag.search, rag.translated_query, s.diverse, reads_translation=self.english_only)
         self.min_score = rag.min_score
         self.language = conf.language(s.encoder, rag.generator_name)  # each decoder's answers have their own fit
-        self.english_only = s.encoder.lower() == ENGLISH.lower()
         self._reader = None
 
     @property

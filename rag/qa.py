@@ -218,6 +218,8 @@ class RAG:
                     w.drop_if_unused(w.delete_document(key))
                     removed += 1
             w.commit()
+        if removed:
+            self._translator = None  # the documents' language may have left with them
         return removed
 
     def rebuild(self, progress: bool = False) -> IngestReport:
@@ -236,7 +238,7 @@ class RAG:
             shutil.move(str(uploads), str(fresh / "uploads"))
         self.root.rename(self.root.with_name(f"{self.root.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"))
         fresh.rename(self.root)
-        self._store = None
+        self._store = self._translator = None
         report.failed += [FileProblem(p, "no longer exists") for p in paths if p not in existing]
         return report
 

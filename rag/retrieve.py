@@ -43,17 +43,22 @@ class Retriever:
         settings = settings or Settings()
         self.candidates = settings.candidates
         self.fusion_weight = settings.fusion_weight
-        if self.fusion_weight is None:  # how much the index's own encoder earns against BM25
-            from .models import fusion_weight
+        from .models import ENGLISH, fusion_weight
 
+        if self.fusion_weight is None:  # how much the index's own encoder earns against BM25
             self.fusion_weight = fusion_weight(getattr(encoder, "name", ""))
+        # a multilingual encoder reads a question in any language itself (see `search`)
+        self.multilingual = getattr(encoder, "name", "").lower() != ENGLISH.lower()
 
     def search(self, query: str, k: int = Settings.k, mode: str = Settings.mode, diverse: bool = False,
                asked: str | None = None) -> list[Hit]:
         """The k best passages. `diverse`: skip near-copies of a passage already chosen, so
         k passages say k different things (MMR's aim, without its tuning). `asked`: the
         question in its own language when `query` is its translation; hybrid search counts
-        its keyword matches too (passages in the question's language, in an English index)."""
+        its keyword matches too (passages in the question's language, in an English index).
+        A multilingual encoder's dense search reads `asked`, not the translation: a 1.5B
+        model's Hindi or Arabic is worse than the question (XQuAD English questions over
+        Hindi paragraphs, dense r@5 0.53 on the translation, 0.95 as asked; docs/benchmarks.md)."""
         query = clean(query)  # invisible characters split words, as they did in the indexed text
         if diverse:
             hits = []
@@ -69,7 +74,9 @@ class Retriever:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         if not query.strip():
             return []
-        vector = self.encoder.encode_query(query) if mode != "keyword" else None
+        asked = clean(asked) if asked else None
+        reads_asked = asked is not None and self.multilingual
+        vector = self.encoder.encode_query(asked if reads_asked else query) if mode != "keyword" else None
         with self.store.snapshot() as snap:
             if mode == "dense":
                 ranked = snap.dense(vector, k)
@@ -78,7 +85,7 @@ class Retriever:
                 ranked = snap.keyword(query, k)
                 dense = {}
             else:
-                ranked, dense = self._hybrid(snap, query, vector, k, clean(asked) if asked else None)
+                ranked, dense = self._hybrid(snap, query, vector, k, asked, checked=reads_asked)
             rows = snap.chunks([i for i, _ in ranked])
         hits = []
         for i, score in ranked:
@@ -88,13 +95,20 @@ class Retriever:
                                 row.text, i, row.start, row.end, dense.get(i)))
         return hits
 
-    def _hybrid(self, snap: Snapshot, query: str, vector: np.ndarray, k: int, asked: str | None = None):
-        """The union of both top-n lists, each candidate scored by both methods, fused."""
+    def _hybrid(self, snap: Snapshot, query: str, vector: np.ndarray, k: int, asked: str | None = None,
+                checked: bool = False):
+        """The union of both top-n lists, each candidate scored by both methods, fused.
+        `checked`: `vector` is the asked question's and `query` its translation, whose BM25
+        list is trusted only as far as dense search agrees with it (`agreement`)."""
         n = max(self.candidates, k)
         dense = dict(snap.dense(vector, n))
         # the query's BM25 list, and a translated question's own: each trusted as far as its
         # words occur in the index, each scaled by its best, merged
-        keyword = merge_keyword([_trusted_keyword(snap, q, KEYWORD_DEPTH * n) for q in (query, asked) if q])
+        lists = [_trusted_keyword(snap, q, KEYWORD_DEPTH * n) for q in (query, asked) if q]
+        if checked:
+            scores, trust = lists[0]
+            lists[0] = scores, trust * agreement(scores, dense)
+        keyword = merge_keyword(lists)
         missing = [i for i in list(keyword)[:n] if i not in dense]
         dense.update(snap.cosines(vector, missing))
         fused = fuse(dense, keyword, set(dense) | set(missing), self.fusion_weight, top=1.0)
@@ -116,6 +130,21 @@ UNCOVERED, COVERED = 0.2, 0.6
 
 def keyword_trust(coverage: float) -> float:
     return min(1.0, max(0.0, (coverage - UNCOVERED) / (COVERED - UNCOVERED)))
+
+
+# A translation's words all occur in the index (they are the model's own common words) also
+# where it says something else than the question: XQuAD English questions over Hindi paragraphs
+# gave BM25 on the translation r@1 0.12, and trusted by coverage it dragged hybrid from 0.82
+# (as asked) to 0.23. What the multilingual encoder, reading the question itself, puts among its
+# candidates is the check: the share of the translation's AGREE_TOP best passages among them
+# (Hindi 0.16 on average, Chinese 0.66; docs/benchmarks.md).
+AGREE_TOP = 5
+
+
+def agreement(keyword: dict[int, float], dense: dict[int, float]) -> float:
+    """Share of the BM25 list's AGREE_TOP best (ids best first) among the dense candidates."""
+    top = list(keyword)[:AGREE_TOP]
+    return sum(1 for i in top if i in dense) / len(top) if top else 0.0
 
 
 def merge_keyword(lists: list[tuple[dict[int, float], float]]) -> dict[int, float]:

@@ -7,6 +7,7 @@ import pytest
 
 from rag import RAG, models
 from rag.text import latin_share
+from rag.retrieve import agreement
 from rag.translate import Translator, accept, index_language, needs_translation
 
 translator_installed = pytest.mark.skipif(models.choose_translator() == "off",
@@ -37,6 +38,12 @@ def test_the_language_questions_are_translated_into():
     # Latin-script or mixed documents name no language: the multilingual encoder matches them
     assert index_language("Neptun ist der achte Planet des Sonnensystems.", False) is None
     assert index_language("Neptune is the eighth planet. 海王星是第八颗行星。", False) is None
+
+
+def test_a_translation_counts_as_far_as_dense_search_agrees():
+    # two of the translation's five best passages are among the dense candidates of the question
+    assert agreement({1: 9.0, 2: 8.0, 3: 1.0, 4: 0.5, 5: 0.1, 6: 0.0}, {1: 0.9, 3: 0.8, 6: 0.7}) == 0.4
+    assert agreement({}, {1: 0.9}) == 0.0
 
 
 def test_a_reply_is_used_only_when_it_is_a_translation():
@@ -122,3 +129,5 @@ def test_questions_over_chinese_documents_are_searched_in_chinese(tmp_path):
     hits = rag.search("Which model compression techniques are commonly used?", k=1, mode="keyword")
     assert hits and hits[0].heading.endswith("模型压缩")  # the English words alone match nothing here
     assert rag.translated_query("模型压缩有哪些技术？") is None  # in the index's language already
+    rag.remove(docs)  # the documents' language leaves with them: no language, no translation
+    assert rag.translator is None and rag.translated_query("Which techniques are used?") is None
