@@ -129,5 +129,9 @@ def test_questions_over_chinese_documents_are_searched_in_chinese(tmp_path):
     hits = rag.search("Which model compression techniques are commonly used?", k=1, mode="keyword")
     assert hits and hits[0].heading.endswith("模型压缩")  # the English words alone match nothing here
     assert rag.translated_query("模型压缩有哪些技术？") is None  # in the index's language already
+    # e5 reads the English question itself: dense search is the question's, not the translation's
+    asked = rag.retriever.search("Which model compression techniques are commonly used?", k=3, mode="dense")
+    assert [h.score for h in rag.search("Which model compression techniques are commonly used?", k=3,
+                                        mode="dense")] == [h.score for h in asked]
     rag.remove(docs)  # the documents' language leaves with them: no language, no translation
     assert rag.translator is None and rag.translated_query("Which techniques are used?") is None
