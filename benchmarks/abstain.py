@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from calibrate import halves, picked, read, scored  # noqa: E402
 
-from rag import confidence as conf  # noqa: E402
+from rag.answer import confidence as conf  # noqa: E402
 
 THRESHOLDS = [x / 100 for x in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 25, 30, 35, 40, 50, 60, 70, 80, 90)]
 

@@ -46,12 +46,12 @@ def main() -> None:
     args = ap.parse_args()
 
     dataset = load(args.dataset)
-    from rag.settings import Settings
+    from rag.core.settings import Settings
 
     index = cached_index(dataset, args.chunk_size or Settings.load().chunk_size)
     questions = sample(dataset.questions, args.limit, args.seed)
     rows = []
-    from rag.settings import Settings as _S
+    from rag.core.settings import Settings as _S
 
     for generator in (args.generator or _S.load().generator).split(","):
         for backend in args.backend.split(","):

@@ -49,15 +49,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from rag import confidence as conf  # noqa: E402
+from rag.answer import confidence as conf  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets"
 
 
 def dump(args) -> None:
+    from rag.answer.pipeline import AnswerPipeline, Question
+    from rag.core.present import plain
     from rag.evaluate import eval_index, f1_score, load, sample
-    from rag.pipeline import AnswerPipeline, Question
-    from rag.present import plain
 
     dataset = load(args.dataset)
     # min_confidence 0: no answer turned into "may not say" by the models being fitted (the

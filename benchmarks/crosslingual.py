@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rag import RAG  # noqa: E402
-from rag.present import plain  # noqa: E402
+from rag.core.present import plain  # noqa: E402
 from rag.evaluate import Question, contains_answer, load, retrieval_metrics  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

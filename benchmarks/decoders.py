@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def run(args) -> None:
+    from rag.core.present import plain
     from rag.evaluate import contains_answer, eval_index, exact_match, f1_score, load, sample
-    from rag.present import plain
 
     dataset = load(args.dataset)
     rag = eval_index(dataset, generator=args.generator)
     if args.switch is not None:  # how much the candidate ranking (fitted on Gemma) helps this decoder
-        from rag import confidence
+        from rag.answer import confidence
 
         for key in ("en-rank", "zh-rank"):
             confidence.MODELS[key] = {**confidence.MODELS[key], "switch": args.switch}
@@ -66,7 +66,7 @@ def run(args) -> None:
 
 
 def calibration_error(probs, right, bins=10) -> float:
-    from rag.confidence import calibration_error
+    from rag.answer.confidence import calibration_error
 
     return calibration_error(probs, right, bins)
 

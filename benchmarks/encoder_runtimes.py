@@ -32,11 +32,11 @@ BATCH = 64
 
 def sample_chunks(encoder, n: int):
     """rag's chunks of the first COVID-QA articles (by name) until there are `n`."""
-    from rag.chunking import Splitter
-    from rag.documents import read
+    from rag.core.settings import Settings
     from rag.evaluate import load
-    from rag.ingest import embedded
-    from rag.settings import Settings
+    from rag.index.chunking import Splitter
+    from rag.index.prepare import embedded
+    from rag.readers.documents import read
 
     s = Settings()
     splitter = Splitter(encoder.tokenizer, s.chunk_size, s.chunk_overlap, s.max_chunk_chars)
@@ -86,7 +86,7 @@ def mean_pool(hidden, mask):
 
 
 def torch_fp32(ctx):
-    from rag.encoder import _load_torch
+    from rag.models.encoder import _load_torch
 
     model = _load_torch(ctx.path, "cpu")
     return lambda texts: model.encode(texts, batch_size=BATCH, convert_to_numpy=True, normalize_embeddings=True)
@@ -167,7 +167,7 @@ def ctranslate2_runner(ctx, compute_type):
 
 def rag_auto(ctx):
     """What rag ingests with on this CPU (Encoder's automatic choice)."""
-    from rag.encoder import Encoder
+    from rag.models.encoder import Encoder
 
     encoder = Encoder(ctx.path)
     print(f"rag-auto on this CPU: {encoder._pick_runtime('cpu')}")
@@ -202,8 +202,8 @@ RUNTIMES = {
 
 class Context:
     def __init__(self, work: Path):
-        from rag.encoder import Encoder, OnnxEncoder
-        from rag.models import encoder_path
+        from rag.models.catalog import encoder_path
+        from rag.models.encoder import Encoder, OnnxEncoder
 
         self.path = encoder_path("all-MiniLM-L6-v2")
         self.encoder = Encoder(self.path, runtime="onnx")

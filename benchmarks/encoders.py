@@ -15,8 +15,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag.encoder import Encoder  # noqa: E402
 from rag.evaluate import load  # noqa: E402
+from rag.models.encoder import Encoder  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tqdm import tqdm  # noqa: E402
 
 from rag import RAG  # noqa: E402
+from rag.answer.retrieve import KEYWORD_DEPTH, fuse  # noqa: E402
 from rag.evaluate import eval_index, is_hit, load, sample  # noqa: E402
-from rag.retrieve import KEYWORD_DEPTH, fuse  # noqa: E402
 
 WEIGHTS = [round(0.1 * i, 1) for i in range(11)]
 

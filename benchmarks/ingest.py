@@ -61,7 +61,7 @@ def run_rag(corpus: Path, out: Path, engine: str = "local") -> dict:
     t = time.perf_counter()
     startup = None
     if engine == "ray":
-        from rag.cluster import connect
+        from rag.index.cluster import connect
 
         connect(None)
         startup = time.perf_counter() - t
@@ -77,7 +77,7 @@ def run_peer(corpus: Path, out: Path) -> dict:
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from rag.models import encoder_path
+    from rag.models.catalog import encoder_path
 
     embeddings = HuggingFaceEmbeddings(model_name=encoder_path("all-MiniLM-L6-v2"),
                                        encode_kwargs={"normalize_embeddings": True})
@@ -109,7 +109,7 @@ def recall_peer(out: Path, questions, k: int = 5) -> float:
     from langchain_huggingface import HuggingFaceEmbeddings
 
     from rag.evaluate import is_hit
-    from rag.models import encoder_path
+    from rag.models.catalog import encoder_path
 
     embeddings = HuggingFaceEmbeddings(model_name=encoder_path("all-MiniLM-L6-v2"),
                                        encode_kwargs={"normalize_embeddings": True})

@@ -24,10 +24,10 @@ sys.path.insert(0, str(ROOT))
 CACHE = ROOT / "benchmarks" / ".cache"
 
 from rag import RAG  # noqa: E402
-from rag.chunking import Chunk  # noqa: E402
 from rag.evaluate import load, sample  # noqa: E402
-from rag.store import Store  # noqa: E402
-from rag.vectors import flat_contents  # noqa: E402
+from rag.index.chunking import Chunk  # noqa: E402
+from rag.index.store import Store  # noqa: E402
+from rag.index.vectors import flat_contents  # noqa: E402
 
 
 def squad_index() -> Path:
@@ -35,7 +35,7 @@ def squad_index() -> Path:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from answers import cached_index
 
-    from rag.settings import Settings
+    from rag.core.settings import Settings
 
     return cached_index(load(ROOT.parent / "shared" / "datasets" / "squad_dev" / "squad-dev-v1.1.json"),
                         Settings.load().chunk_size)

@@ -25,8 +25,8 @@ NATIVE_ARGS = ("-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES
 MEASURE = r"""
 import json, sys, time
 import llama_cpp
-from rag.models import generator_path
-from rag.models import cpu_count
+from rag.models.catalog import generator_path
+from rag.core.paths import cpu_count
 info = llama_cpp.llama_print_system_info().decode()
 out = {"library": llama_cpp.__file__, "amx": "AMX_INT8 = 1" in info,
        "avx512": "AVX512 = 1" in info}
@@ -79,7 +79,7 @@ def main() -> None:
     native = args.native or CACHE
     if not (native / "llama_cpp").is_dir():
         build_native(native)
-    from rag.selfcheck import cpu
+    from rag.models.selfcheck import cpu
 
     results = {"portable (make setup)": measure(None), "native (-march=native)": measure(native)}
     print(f"CPU: {cpu()['model']}, flags {' '.join(cpu()['flags'])}\n")

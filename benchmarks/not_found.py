@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rag.evaluate import eval_index, load, sample  # noqa: E402
-from rag.models import min_score  # noqa: E402
+from rag.models.catalog import min_score  # noqa: E402
 
 DEPTH = 50  # passages searched for the best one outside the question's article
 

@@ -112,8 +112,8 @@ def accuracy(got: str, want: str) -> tuple[float, float]:
 
 
 def run_rapidocr(pdf: Path) -> tuple[list[str], float]:
-    from rag import ocr
-    from rag.documents import read
+    from rag.readers import ocr
+    from rag.readers.documents import read
 
     ocr._engine()  # the model load is not page time
     start = time.perf_counter()

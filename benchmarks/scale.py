@@ -31,10 +31,10 @@ def real_vectors() -> tuple[np.ndarray, np.ndarray]:
     """Passage vectors from cached benchmark indexes and question vectors (both real)."""
     import faiss
 
-    from rag.encoder import Encoder
     from rag.evaluate import load, sample
-    from rag.store import Store
-    from rag.vectors import flat_contents
+    from rag.index.store import Store
+    from rag.index.vectors import flat_contents
+    from rag.models.encoder import Encoder
 
     passages = []
     for index in sorted((ROOT / "benchmarks" / ".cache").glob("*/index")) + sorted(Path("indexes").glob("eval-*")):
@@ -74,8 +74,8 @@ def rss_mb() -> float:
 def main() -> None:
     import faiss
 
-    from rag.settings import Settings
-    from rag.vectors import build_ivf
+    from rag.core.settings import Settings
+    from rag.index.vectors import build_ivf
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,1000000")

@@ -1,12 +1,16 @@
-"""rag: local-first retrieval-augmented question answering over your own documents."""
+"""rag: local-first retrieval-augmented question answering over your own documents.
 
-from .chunking import Chunk
-from .documents import Document, Section
-from .errors import RagError
-from .ingest import IngestReport
-from .qa import RAG
-from .retrieve import Hit
-from .settings import Settings
+The public face: `from rag import RAG, Settings, Answer, Hit`. The package is in layers that
+only import downward (docs/architecture.md; pyproject.toml checks it): core, language,
+readers and models, index, answer, then `qa.RAG`, evaluate, and the doors (cli, http)."""
 
-__all__ = ["RAG", "Settings", "Document", "Section", "Chunk", "Hit", "IngestReport", "RagError"]
+from rag.core.errors import RagError
+from rag.core.records import Answer, Hit
+from rag.core.settings import Settings
+from rag.index.chunking import Chunk
+from rag.index.ingest import IngestReport
+from rag.qa import RAG
+from rag.readers.base import Document, Section
+
+__all__ = ["RAG", "Settings", "Answer", "Hit", "Document", "Section", "Chunk", "IngestReport", "RagError"]
 __version__ = "0.1.0"

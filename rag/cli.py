@@ -13,8 +13,8 @@ import sys
 import textwrap
 from dataclasses import asdict
 
-from .errors import RagError
-from .present import safe, timings_line, where
+from rag.core.errors import RagError
+from rag.core.present import safe, timings_line, where
 
 
 def _positive(text: str) -> int:
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _rag(args, **overrides):
-    from .qa import RAG
+    from rag.qa import RAG
 
     return RAG(args.index, **overrides)
 
@@ -184,7 +184,7 @@ def cmd_ingest(args) -> int:
                             engine="ray" if args.ray else "local",
                             address=None if args.ray in (None, "local") else args.ray)
         if args.ray:  # Ray's own goodbye lines come now, to stderr, not after the report
-            from .cluster import disconnect
+            from rag.index.cluster import disconnect
 
             disconnect()
     _print_failed(report)
@@ -222,8 +222,8 @@ def cmd_search(args) -> int:
 
 def cmd_ask(args) -> int:
     if args.server: return _ask_remote(args)  # noqa: E701
-    from .answer import Answer
-    from .present import terminal
+    from rag.core.present import terminal
+    from rag.core.records import Answer
 
     rag = _rag(args, generator=args.generator, backend=args.backend, copy=False if args.free else None)
     live = sys.stdout.isatty() and not args.json  # a terminal sees the decoder's words as they come
@@ -272,12 +272,12 @@ def emphasis(text: str, terminal: bool) -> str:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import format_table, run_eval
+    from rag.evaluate import format_table, run_eval
 
     modes = ("dense", "keyword", "hybrid") if args.mode == "all" else (args.mode,)
     ks = tuple(int(k) for k in args.k.split(","))
     if args.lang:
-        from .evaluate import format_languages, run_languages
+        from rag.evaluate import format_languages, run_languages
 
         if args.index or args.answers:
             raise RagError("--lang builds one index per language and measures retrieval: "
@@ -348,7 +348,7 @@ def cmd_rebuild(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .server import Limits, serve
+    from rag.http.server import Limits, serve
 
     serve(args.index, args.host, args.port, args.keys, Limits(waiting=args.queue, deadline_s=args.deadline))
     return 0
@@ -358,9 +358,8 @@ def _ask_remote(args) -> int:
     """`rag ask --server URL`: the same output, from a running `rag serve`."""
     from types import SimpleNamespace
 
-    from .client import ask
-
-    from .paths import index_name
+    from rag.core.paths import index_name
+    from rag.http.client import ask
 
     data = ask(args.server, index_name(args.index), args.question, k=args.k, mode=args.mode, max_tokens=args.max_tokens)
     if args.json:

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BadDataset
+from rag.core.errors import BadDataset
 
 
 @dataclass
@@ -214,7 +214,7 @@ def answer_units(text: str, chinese: bool) -> list[str]:
     """What F1 counts: SQuAD's normalised words, or for a gold answer in a script without
     spaces its characters (each CJK or Thai character, each English word or number,
     punctuation dropped)."""
-    from .text import characters
+    from rag.language.text import characters
 
     return characters(text) if chinese else normalize_answer(text).split()
 
@@ -229,7 +229,7 @@ def _chinese(prediction: str, truth: str) -> bool:
     """Score by characters when either side is in a script without spaces, Chinese,
     Japanese, Thai (CMRC's rule: its answers include English names, which a Chinese
     prediction wraps in characters without spaces)."""
-    from .text import unspaced
+    from rag.language.text import unspaced
 
     return unspaced(truth) or unspaced(prediction)
 
@@ -278,7 +278,7 @@ def answer_metrics(ask, questions: list[Question], progress: bool = False) -> di
     not-found answer) over unanswerable ones; latency percentiles."""
     from tqdm import tqdm
 
-    from .present import plain
+    from rag.core.present import plain
 
     em, f1, contains, wrong_abstain, first, total = [], [], [], [], [], []
     supported, recall = [], []
@@ -313,9 +313,9 @@ def answer_metrics(ask, questions: list[Question], progress: bool = False) -> di
 def eval_index(dataset: Dataset, index: str | Path | None = None, progress: bool = False, **settings):
     """The RAG of a dataset's index: `indexes/eval-<name>` unless given, built from the
     dataset's contexts once (and brought up to date when they are its corpus)."""
-    from .errors import RagError
-    from .qa import RAG
-    from .store import is_index_dir
+    from rag.core.errors import RagError
+    from rag.index.store import is_index_dir
+    from rag.qa import RAG
 
     index = Path(index) if index else Path("indexes") / f"eval-{dataset.name}"
     if not is_index_dir(index) or (dataset.contexts and (index / "corpus").is_dir()):

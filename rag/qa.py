@@ -8,16 +8,16 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .answer import Answer, Draft
-from .encoder import Encoder
-from .errors import BadIndex, RagError
-from .ingest import IngestReport, Ingestor, absolute, under
-from .pipeline import AnswerPipeline, Question
-from .retrieve import Hit, Retriever
-from .settings import Settings
-from .store import DocumentInfo, FileProblem, IndexInfo, Store, is_index_dir, listed_paths, new_manifest
-from .text import STOPWORDS_EN as STOPWORDS
-from .text import clean
+from rag.answer.pipeline import AnswerPipeline, Question
+from rag.answer.retrieve import Retriever
+from rag.core.errors import BadIndex, RagError
+from rag.core.records import Answer, Draft, Hit
+from rag.core.settings import Settings
+from rag.index.ingest import Ingestor, IngestReport, absolute, under
+from rag.index.store import DocumentInfo, FileProblem, IndexInfo, Store, is_index_dir, listed_paths, new_manifest
+from rag.language.text import STOPWORDS_EN as STOPWORDS
+from rag.language.text import clean
+from rag.models.encoder import Encoder
 
 
 def resolve_index(name_or_path: str | Path) -> Path:
@@ -47,7 +47,7 @@ class RAG:
 
     def _adopt_manifest(self, explicit: set[str]) -> None:
         """An index keeps the encoder and chunking it was built with; asking for another is an error."""
-        from .store import read_manifest
+        from rag.index.store import read_manifest
 
         manifest = read_manifest(self.root)  # not the database: a damaged one can still be rebuilt
         for key in ("encoder", "chunk_size", "chunk_overlap"):
@@ -68,7 +68,7 @@ class RAG:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            from .models import ENGLISH
+            from rag.models.catalog import ENGLISH
 
             s = self.settings
             name = ENGLISH if s.encoder == "auto" else s.encoder  # "auto" is decided at the first ingest
@@ -79,7 +79,7 @@ class RAG:
     def generator_name(self) -> str:
         """The decoder's name: the setting, or for "auto" the one measured best for this
         index's encoder (models.choose_generator)."""
-        from .models import ENGLISH, choose_generator
+        from rag.models.catalog import ENGLISH, choose_generator
 
         s = self.settings
         if s.generator != "auto":
@@ -90,7 +90,7 @@ class RAG:
     def generator(self):
         """The process-wide decoder for this RAG's settings (shared with every other RAG)."""
         if self._generator is None:
-            from .decoders import load_decoder
+            from rag.models.decoders import load_decoder
 
             s = self.settings
             self._generator = load_decoder(self.generator_name, s.backend, s.device, s.context_window,
@@ -105,9 +105,9 @@ class RAG:
         off, no translating decoder is installed or no such language applies. Decided once
         per state of the index (each ingest decides again)."""
         if self._translator is None:
-            from .decoders import load_decoder
-            from .models import ENGLISH, choose_translator
-            from .translate import SAMPLE_PASSAGES, Translator, index_language
+            from rag.answer.translate import SAMPLE_PASSAGES, Translator, index_language
+            from rag.models.catalog import ENGLISH, choose_translator
+            from rag.models.decoders import load_decoder
 
             s = self.settings
             name = choose_translator() if s.translator.lower() == "auto" else s.translator
@@ -128,7 +128,7 @@ class RAG:
         """The query `search` reads for `query` in the index's language, or None where it is
         searched as asked: a question in another script than the index's, or one whose words
         the index mostly lacks, is translated (rag/translate.py)."""
-        from .translate import needs_translation
+        from rag.answer.translate import needs_translation
 
         translator = self.translator
         if translator is None or not query.strip():
@@ -175,14 +175,15 @@ class RAG:
         if self.root.exists() and not self.root.is_dir():
             raise RagError(f"--index {self.root} is a file, not an index folder; name another path")
         if engine == "ray":  # a cluster that cannot be reached fails before a new index is made
-            from .cluster import connect
+            from rag.index.cluster import connect
 
             connect(address)
         with self._lock:
             if not is_index_dir(self.root):
                 if self.settings.encoder == "auto":
-                    from .ingest import limits, sample_text
-                    from .models import choose_encoder
+                    from rag.index.ingest import sample_text
+                    from rag.index.prepare import limits
+                    from rag.models.catalog import choose_encoder
 
                     sample = sample_text(paths, limits(self.settings))
                     self.settings = self.settings.replace(encoder=choose_encoder(sample))
@@ -246,7 +247,7 @@ class RAG:
         """Keep files handed over by name and content (the web page's uploads) in the index's
         uploads/ folder and ingest them; refused ones (too large, unsupported) are reported
         as failed like any unreadable file."""
-        from . import uploads
+        from rag.index import uploads
 
         saved, refused = [], []
         for name, data in files:
@@ -269,14 +270,14 @@ class RAG:
 
     @property
     def min_score(self) -> float:
-        from .models import min_score
+        from rag.models.catalog import min_score
 
         return self.settings.min_score if self.settings.min_score is not None else min_score(self.settings.encoder)
 
     @property
     def abstains(self) -> bool:
         """Whether the prompt shows the decoder how to answer "unknown" (setting `abstain`)."""
-        from .models import ABSTAINS_WELL
+        from rag.models.catalog import ABSTAINS_WELL
 
         if self.settings.abstain == "auto":
             return self.generator_name.lower() in ABSTAINS_WELL

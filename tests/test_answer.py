@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from rag import RAG
-from rag.answer import EMPTY_INDEX, NOT_FOUND, Answer
-from rag.citations import attach_citations
-from rag.prompt import fit_passages
-from rag.retrieve import Hit
+from rag.answer.citations import attach_citations
+from rag.answer.prompt import fit_passages
+from rag.core.present import EMPTY_INDEX, NOT_FOUND
+from rag.core.records import Answer, Hit
 
 pytestmark = pytest.mark.slow  # loads the decoders
 

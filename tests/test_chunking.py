@@ -1,6 +1,6 @@
-from rag.chunking import Splitter
-from rag.documents import Document, Section
-from rag.encoder import Encoder
+from rag.index.chunking import Splitter
+from rag.models.encoder import Encoder
+from rag.readers.base import Document, Section
 
 
 def tokenizer():

@@ -27,7 +27,7 @@ def _child(code: str) -> dict:
 
 def test_pick_device_looks_for_a_gpu_without_torch():
     found = _child("import json, sys, glob, os\n"
-                   "from rag.encoder import pick_device, _gpu_device_files\n"
+                   "from rag.models.device import pick_device, _gpu_device_files\n"
                    "device = pick_device()\n"
                    "imported = 'torch' in sys.modules\n"
                    "import torch\n"
@@ -44,8 +44,8 @@ def test_pick_device_looks_for_a_gpu_without_torch():
 def test_tokenizer_gives_transformers_ids(model):
     from transformers import AutoTokenizer
 
-    from rag.encoder import Encoder, FastTokenizer
-    from rag.models import encoder_path
+    from rag.models.catalog import encoder_path
+    from rag.models.encoder import Encoder, FastTokenizer
 
     root = Path(encoder_path(model))
     ours, theirs = FastTokenizer.load(root), AutoTokenizer.from_pretrained(str(root))
@@ -66,7 +66,7 @@ def test_tokenizer_gives_transformers_ids(model):
 @pytest.mark.slow
 def test_onnx_vectors_match_sentence_transformers_in_english_and_chinese():
     """fp32 ONNX (tokenised without transformers) against sentence-transformers on PyTorch."""
-    from rag.encoder import Encoder
+    from rag.models.encoder import Encoder
 
     texts = [t for t in TEXTS if t.strip()]
     for model, query in (("all-MiniLM-L6-v2", "Who made the lens for lighthouses?"),

@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from rag import RAG
-from rag import confidence as conf
-from rag.answer import MAY_NOT_SAY
-from rag.errors import BadSetting
-from rag.settings import Settings
+from rag.answer import confidence as conf
+from rag.core.errors import BadSetting
+from rag.core.present import MAY_NOT_SAY
+from rag.core.settings import Settings
 
 RIGHT = "Who invented the Fresnel lens?"
 # on topic (the keepers' passage is retrieved), but the documents do not say
@@ -62,8 +62,8 @@ def test_cli_json_has_the_confidence(index):
 def test_scoring_leaves_the_decoder_as_it_was(index):
     """score() reads the prompt through llama.cpp's cache and drops the candidates after: the
     next answer is the same as without it, and the span the decoder wrote scores above others."""
-    from rag.prompt import build_messages
-    from rag.retrieve import Hit
+    from rag.answer.prompt import build_messages
+    from rag.core.records import Hit
 
     rag = RAG(index)
     decoder = rag.generator
@@ -117,7 +117,7 @@ def test_the_shipped_models_give_probabilities():
 def test_the_decoder_picks_its_own_model():
     """Qwen's answers on a multilingual index get the model fitted on them; Gemma's, and an
     English index's (no "en-qwen" fitted), the encoder's."""
-    from rag.models import MULTILINGUAL, QWEN_ALIASES
+    from rag.models.catalog import MULTILINGUAL, QWEN_ALIASES
 
     assert {"zh-qwen", "zh-qwen-rank"} <= set(conf.MODELS)
     assert conf.language(MULTILINGUAL, QWEN_ALIASES[0]) == "zh-qwen"

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from rag.store import Store
+from rag.index.store import Store
 
 pytestmark = pytest.mark.slow  # rag processes killed mid-ingest
 

@@ -10,13 +10,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from rag import RAG, RagError, models, selfcheck
-from rag.decoders import load_decoder
-from rag.errors import ModelNotFound
-from rag.models import generator_path
-
 from conftest import free_port
+
+from rag import RAG, RagError
+from rag.core.errors import ModelNotFound
+from rag.models import catalog as models
+from rag.models import selfcheck
+from rag.models.catalog import generator_path
+from rag.models.decoders import load_decoder
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,7 @@ def test_llama_cpp_cannot_take_the_amx_path():
     assert features.get("AVX2") and features.get("FMA"), features  # parsed, and the fast path is there
     assert not selfcheck.llama_has_amx(), features
     assert not selfcheck.crash_prone()
-    out = subprocess.run([sys.executable, "-m", "rag.selfcheck"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "rag.models.selfcheck"], capture_output=True, text=True)
     assert out.returncode == 0 and "ok" in out.stderr, out.stderr
 
 
@@ -238,7 +239,7 @@ def test_auto_decoder_follows_the_index_encoder(tmp_path):
     assert multilingual.generator_name == (models.QWEN_ALIASES[0] if models.qwen_installed() else models.GEMMA)
     assert RAG(tmp_path / "c", encoder=models.MULTILINGUAL, generator="smollm2").generator_name == "smollm2"
     # and the answers' confidence comes from the model fitted on that decoder's answers
-    from rag.pipeline import AnswerPipeline
+    from rag.answer.pipeline import AnswerPipeline
 
     assert AnswerPipeline(english).language == "en"
     assert AnswerPipeline(multilingual).language == ("zh-qwen" if models.qwen_installed() else "zh")

@@ -1,7 +1,7 @@
 import pytest
 
-from rag.documents import read
-from rag.errors import UnreadableFile
+from rag.core.errors import UnreadableFile
+from rag.readers.documents import read
 from tests.conftest import make_docx, make_pdf
 
 

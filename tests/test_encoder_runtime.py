@@ -6,7 +6,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from rag.encoder import BULK_TEXTS, Encoder, cpu_flags, native_bf16, openvino_bf16
+from rag.models.device import cpu_flags, native_bf16, openvino_bf16
+from rag.models.encoder import BULK_TEXTS, Encoder
 
 TEXTS = [f"Passage {i}: coronavirus spike proteins bind the ACE2 receptor in the lung, study {i} found."
          for i in range(BULK_TEXTS)] + ["A longer passage about influenza vaccines and how their strains "

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from rag import RAG
-from rag.errors import BadDataset, BadSetting, CannotWrite, DiskFull
-from rag.settings import Settings
+from rag.core.errors import BadDataset, BadSetting, CannotWrite, DiskFull
+from rag.core.settings import Settings
 
 
 def rag(*args, env=None, cwd=None, timeout=300):
@@ -127,7 +127,7 @@ WORDS = ["quetzalcoatlus", "brachiosaurus", "ankylosaurus", "pachycephalosaurus"
 
 
 def test_invisible_characters_inside_words_are_found_by_keyword_and_dense_search(tmp_path):
-    from rag.text import clean
+    from rag.language.text import clean
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -150,7 +150,7 @@ def test_invisible_characters_inside_words_are_found_by_keyword_and_dense_search
 
 
 def test_clean_offsets_point_into_the_original_text():
-    from rag.text import clean_with_offsets
+    from rag.language.text import clean_with_offsets
 
     text = "a\u200bb\u00ad\u00adc d\ufeffe"
     cleaned, where = clean_with_offsets(text)
@@ -160,7 +160,7 @@ def test_clean_offsets_point_into_the_original_text():
 # --- 8: pathological files ---------------------------------------------------------------
 
 def test_csv_rows_and_json_elements_are_grouped_with_their_keys():
-    from rag.documents import read
+    from rag.readers.documents import read
 
     rows = "".join(f"{i},city{i},country{i % 7}\n" for i in range(3000))
     doc = read("t.csv", ("id,city,country\n" + rows).encode())
@@ -263,7 +263,7 @@ def test_disk_problems_are_not_damage():
     import errno
     import sqlite3
 
-    from rag.store import write_problem
+    from rag.index.store import write_problem
 
     root = Path("/nonexistent/ix")
     assert isinstance(write_problem(root, OSError(errno.ENOSPC, "No space left on device")), DiskFull)
@@ -300,8 +300,8 @@ def test_something_else_at_the_address_is_not_taken_for_ray():
     import socket
     import threading
 
-    from rag.cluster import _reachable
-    from rag.errors import RagError
+    from rag.core.errors import RagError
+    from rag.index.cluster import _reachable
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))

@@ -10,11 +10,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import make_scanned_pdf
-from rag.documents import Limits, read
-from rag.errors import UnreadableFile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rag.core.errors import UnreadableFile
+from rag.readers.base import Limits
+from rag.readers.documents import read
 
 EXAMPLES = int(os.environ.get("RAG_FUZZ_EXAMPLES", "60"))
 fuzz = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
@@ -450,8 +452,8 @@ def test_without_ocr_a_scan_says_how_to_enable_it(tmp_path):
     render_page(ENGLISH, LATIN_FONT).save(image)
     code = f"""
 import sys; sys.modules["rapidocr_onnxruntime"] = None
-from rag.documents import read
-from rag.errors import UnreadableFile
+from rag.readers.documents import read
+from rag.core.errors import UnreadableFile
 doc = read({str(path)!r})
 print([s.page for s in doc.sections], doc.skipped)
 try:

@@ -5,10 +5,12 @@ import io
 import os
 import zipfile
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from rag.documents import SUFFIXES, Document, read
-from rag.errors import UnreadableFile
+from rag.core.errors import UnreadableFile
+from rag.readers.base import Document
+from rag.readers.documents import SUFFIXES, read
 
 EXAMPLES = int(os.environ.get("RAG_FUZZ_EXAMPLES", "60"))
 SEEDS = {  # a valid start for each format, which the fuzzer then damages
@@ -68,8 +70,9 @@ def test_damaged_docx(xml):
 
 from dataclasses import fields  # noqa: E402
 
-from rag.errors import BadDataset, BadSetting  # noqa: E402
-from rag.settings import Settings, check as check_setting  # noqa: E402
+from rag.core.errors import BadDataset, BadSetting  # noqa: E402
+from rag.core.settings import Settings  # noqa: E402
+from rag.core.settings import check as check_setting
 
 SETTING_NAMES = sorted(f.name for f in fields(Settings))
 VALUES = st.one_of(st.text(max_size=12), st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True),

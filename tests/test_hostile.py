@@ -9,12 +9,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import make_docx
 
 from rag import RAG
-from rag.documents import Limits, read
-from rag.errors import UnreadableFile
-
-from conftest import make_docx
+from rag.core.errors import UnreadableFile
+from rag.readers.base import Limits
+from rag.readers.documents import read
 
 
 def rag(*args, cwd=None, env=None):

@@ -5,8 +5,8 @@ import os
 import pytest
 
 from rag import RAG
-from rag.errors import BadIndex, IndexLocked, RagError
-from rag.store import Store
+from rag.core.errors import BadIndex, IndexLocked, RagError
+from rag.index.store import Store
 
 pytestmark = pytest.mark.slow  # ingests with the real encoder
 
@@ -186,7 +186,7 @@ def test_hybrid_ranks_exact_terms_and_meaning(corpus, index_dir):
 def test_readers_see_committed_state_only(corpus, index_dir):
     """A question asked while an ingest is writing is answered from the last committed index."""
 
-    from rag.chunking import Chunk
+    from rag.index.chunking import Chunk
 
     rag = open_rag(index_dir)
     rag.ingest([corpus / "bees.txt"])

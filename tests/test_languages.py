@@ -6,12 +6,12 @@ import sqlite3
 import numpy as np
 import pytest
 
-from rag import segment
-from rag.chunking import Chunk
-from rag.errors import BadDataset, BadIndex
+from rag.answer.retrieve import fuse, keyword_trust
+from rag.core.errors import BadDataset, BadIndex
 from rag.evaluate import f1_score, format_languages, language_pairs, run_languages
-from rag.retrieve import fuse, keyword_trust
-from rag.store import Store, fts_query, new_manifest
+from rag.index.chunking import Chunk
+from rag.index.store import Store, fts_query, new_manifest
+from rag.language import segment
 
 DOCS = {
     "hi": "हिन्दी भारत की राजभाषा है और देवनागरी लिपि में लिखी जाती है।",
@@ -179,8 +179,8 @@ def test_language_list_needs_a_placeholder(tmp_path):
 
 
 def test_fusion_weight_follows_the_index_encoder():
-    from rag.models import fusion_weight
-    from rag.settings import Settings
+    from rag.core.settings import Settings
+    from rag.models.catalog import fusion_weight
 
     assert Settings().fusion_weight is None  # decided per index, by its encoder
     assert fusion_weight("multilingual-e5-small") > fusion_weight("all-MiniLM-L6-v2") == fusion_weight("unknown")
@@ -189,8 +189,8 @@ def test_fusion_weight_follows_the_index_encoder():
 
 def test_a_mixed_folder_gets_the_multilingual_encoder(tmp_path):
     # en/ sorts before zh/: a sample of the first files alone read as English (benchmarks/mixed.py)
-    from rag.ingest import sample_text
-    from rag.models import MULTILINGUAL, choose_encoder
+    from rag.index.ingest import sample_text
+    from rag.models.catalog import MULTILINGUAL, choose_encoder
 
     english = ("The river flows through the valley and the town was built on its northern bank "
                "by settlers who came from the coast in search of land. ") * 4

@@ -134,7 +134,7 @@ def test_what_arrives_is_capped(index, hostile):
 
 
 def test_an_unbounded_citation_is_text(index, hostile):
-    from rag.citations import attach_citations, check_free_answer
+    from rag.answer.citations import attach_citations, check_free_answer
 
     answer = ask(index, hostile, "digits", max_tokens=1000)  # room for all 5,000 digits to arrive
     assert answer.found and "Renwick" in answer.text and answer.citations == [1]

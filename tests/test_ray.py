@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_scanned_pdf
+
 from rag import RAG
-from rag.store import Store
+from rag.index.store import Store
 
 ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
 pytestmark = pytest.mark.slow  # starts Ray and encoder actors

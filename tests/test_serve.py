@@ -14,10 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from rag.keys import Keys, add, digest
-
 from conftest import free_port
+
+from rag.http.keys import Keys, add, digest
 
 QUESTIONS = ["When was the Fresnel lens invented?",
              "How do honey bees communicate the direction of flowers?",

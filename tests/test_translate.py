@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from rag import RAG, models
-from rag.text import latin_share
-from rag.retrieve import agreement
-from rag.translate import Translator, accept, index_language, needs_translation
+from rag import RAG
+from rag.answer.retrieve import agreement
+from rag.answer.translate import Translator, accept, index_language, needs_translation
+from rag.language.text import latin_share
+from rag.models import catalog as models
 
 translator_installed = pytest.mark.skipif(models.choose_translator() == "off",
                                           reason="no translating decoder installed (make setup installs it)")

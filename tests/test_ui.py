@@ -9,10 +9,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from rag import RAG
-
-from conftest import free_port
 
 APP = str(Path(__file__).resolve().parents[1] / "ui" / "app.py")
 
@@ -108,7 +107,7 @@ def test_not_found_and_empty_index(index, tmp_path):
 def test_upload_names_are_sanitised(tmp_path):
     from importlib import util
 
-    from rag import uploads
+    from rag.index import uploads
 
     spec = util.spec_from_file_location("ui_app", APP)
     module = util.module_from_spec(spec)

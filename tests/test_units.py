@@ -11,13 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from rag.errors import BadIndex, IndexLocked
-from rag.decoders import CopyConstraint
+from rag.answer.retrieve import fuse
+from rag.core.errors import BadIndex, IndexLocked
+from rag.core.settings import Settings
+from rag.index.store import FORMAT_VERSION, MANIFEST_NAME, Store
+from rag.models.decoders import CopyConstraint
 from rag.qa import rewrite_follow_up
-from rag.retrieve import fuse
-from rag.settings import Settings
-from rag.store import FORMAT_VERSION, MANIFEST_NAME, Store
-
 
 # --- span-constrained copying ---------------------------------------------------------------
 
@@ -98,7 +97,7 @@ def test_fusion_rescales_the_cosine_and_divides_bm25_by_its_best():
 # --- vectors -----------------------------------------------------------------------------------
 
 def test_nprobe_calibration_reaches_its_recall_target():
-    from rag.vectors import build_ivf, exact_top, recall_at
+    from rag.index.vectors import build_ivf, exact_top, recall_at
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(40, 32))
@@ -126,7 +125,7 @@ def test_second_writer_process_waits_or_is_refused(tmp_path):
     Store.create(tmp_path / "ix", {"encoder": "x"}).close()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from rag.store import Store
+        from rag.index.store import Store
         with Store({str(tmp_path / "ix")!r}).writer():
             print("locked", flush=True)
             time.sleep(2)
@@ -153,8 +152,8 @@ def test_removing_a_path_never_indexed_removes_nothing(tmp_path):
 
 
 def test_without_ray_installed_the_error_says_how_to_install(monkeypatch):
-    from rag.cluster import connect
-    from rag.errors import RagError
+    from rag.core.errors import RagError
+    from rag.index.cluster import connect
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(RagError, match=r"pip install -e '\.\[ray\]'"):
@@ -165,7 +164,7 @@ def test_without_ray_installed_the_error_says_how_to_install(monkeypatch):
 
 @pytest.mark.slow
 def test_question_vectors_are_kept_and_read_only():
-    from rag.encoder import QUERIES_KEPT, Encoder
+    from rag.models.encoder import QUERIES_KEPT, Encoder
 
     encoder = Encoder("all-MiniLM-L6-v2")
     first = encoder.encode_query("Who invented the Fresnel lens?")
@@ -183,7 +182,7 @@ def test_question_vectors_are_kept_and_read_only():
 @pytest.mark.slow
 def test_onnx_vectors_match_pytorch():
     """The README's claim: fp32 ONNX gives PyTorch's vectors; int8 ONNX keeps their ranking."""
-    from rag.encoder import Encoder
+    from rag.models.encoder import Encoder
 
     texts = ["The Fresnel lens was invented in 1822.", "Bison can run at fifty kilometres an hour.",
              "長江是中國最長的河流。", "A lighthouse keeper trimmed the wicks every night."]
@@ -201,7 +200,7 @@ def test_onnx_vectors_match_pytorch():
 # --- the answer a person reads -----------------------------------------------------------------
 
 def test_sentences_follow_prose_lists_tables_and_chinese():
-    from rag.compose import sentences
+    from rag.answer.compose import sentences
 
     text = ("A file whose size and\nmodification time are unchanged is skipped. Two files are embedded once.\n\n"
             "- one item\n  that wraps\n- another\n| HTML | .html |\n# Heading\n长江很长。它流经十一个省！")
@@ -211,7 +210,7 @@ def test_sentences_follow_prose_lists_tables_and_chinese():
 
 
 def test_readable_and_short_answers():
-    from rag.compose import readable, usable_short
+    from rag.answer.compose import readable, usable_short
 
     assert readable("| HTML | .html, .htm | visible text |") == "HTML, .html, .htm, visible text"
     assert readable("- **Encoder**: `all-MiniLM`") == "Encoder: all-MiniLM"
@@ -224,7 +223,7 @@ def test_readable_and_short_answers():
 
 
 def test_compose_puts_the_short_answer_in_its_sentence():
-    from rag.compose import compose
+    from rag.answer.compose import compose
 
     passage = ("The Quillfeather Lighthouse stands on the cape. It was first lit in 1897 by keeper\n"
                "Tobias Renwick. Its lamp burned whale oil.")
@@ -236,7 +235,7 @@ def test_compose_puts_the_short_answer_in_its_sentence():
 
 
 def test_compose_lets_the_encoder_overrule_a_far_off_sentence():
-    from rag.compose import compose, sentences
+    from rag.answer.compose import compose, sentences
 
     passage = "The museum opened in 1793. The pyramid was designed by I. M. Pei. Tickets cost 17 euros."
     # stands in for the encoder's scores: the pyramid sentence is closest
@@ -249,8 +248,8 @@ def test_compose_lets_the_encoder_overrule_a_far_off_sentence():
 
 
 def test_free_answers_keep_only_supported_citations():
-    from rag.citations import check_free_answer
-    from rag.present import statement
+    from rag.answer.citations import check_free_answer
+    from rag.core.present import statement
 
     passages = ["The Fresnel lens was invented by Augustin-Jean Fresnel in 1822.",
                 "Mount Etna is the most active volcano in Europe."]

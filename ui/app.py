@@ -14,10 +14,10 @@ from pathlib import Path
 import streamlit as st
 
 from rag import RAG, RagError, Settings
-from rag.answer import Answer
-from rag.present import UNSUPPORTED, timings_line, where
+from rag.core.present import UNSUPPORTED, timings_line, where
+from rag.core.records import Answer
+from rag.index.store import is_index_dir
 from rag.qa import resolve_index
-from rag.store import is_index_dir
 
 BUNDLED_GENERATORS = ["auto", "gemma3-270m", "qwen2.5-0.5b", "smollm2"]
 MODES = ["hybrid", "dense", "keyword"]

@@ -1,0 +1,1 @@
+"""From a question to an Answer: retrieve, translate, prompt, read, cite, compose, judge."""

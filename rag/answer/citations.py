@@ -1,0 +1,93 @@
+"""Which passages an answer rests on, decided by rag rather than trusted from the model: the
+passage that holds a copied span (else the one sharing most of its words), a model's [n]
+only where passage n shares the answer's words, and for a freely written answer, a [n] per
+sentence only where passage n supports that sentence."""
+
+from __future__ import annotations
+
+import re
+
+from rag.answer.compose import sentences
+from rag.core.present import MARKER, strip_markers
+from rag.core.records import Hit, Sentence, Source
+from rag.language.text import content_words, has_cjk, words
+
+
+def _words(text: str) -> set[str]:
+    """Words for overlap: English ones over two letters, every Chinese word."""
+    return {w for w in words(text) if len(w) > 2 or has_cjk(w)}
+
+
+def cite_span(span: str, passages: list[tuple[Hit, str]]) -> list[Source]:
+    """Every passage as a numbered Source, those the answer draws on marked cited: the one
+    containing it verbatim, else the one sharing most of its words (half at least); a [n] the
+    model wrote is kept where passage n shares the answer's words. Each cited source's
+    evidence is its sentence that holds the answer."""
+    n = len(passages)
+    text = MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= n else "", span)
+    text = re.sub(r"[ \t]{2,}", " ", text).strip()
+    marked = {int(m) for m in MARKER.findall(text)}
+    bare = MARKER.sub("", text).strip().strip(".").strip()
+    sources = [Source(i, hit, passage) for i, (hit, passage) in enumerate(passages, 1)]
+    if not bare:
+        return sources
+    verbatim = [s for s in sources if bare.lower() in s.text.lower()]
+    if verbatim:
+        support = verbatim[:1]
+    else:
+        wanted = _words(bare)
+        overlap = [(len(wanted & _words(s.text)) / max(1, len(wanted)), s) for s in sources]
+        best = max(overlap, key=lambda o: o[0], default=(0, None))
+        support = [best[1]] if best[0] >= 0.5 else []
+    for s in support:
+        s.cited = True
+    for s in sources:
+        if s.n in marked and not s.cited:
+            s.cited = bool(_words(bare) & _words(s.text))
+    for s in sources:
+        if s.cited:
+            s.evidence = evidence(bare, s.text)
+    return sources
+
+
+def attach_citations(answer: str, passages: list[tuple[Hit, str]]) -> tuple[str, list[Source]]:
+    """`cite_span`, and the answer with its markers made those of the cited sources."""
+    sources = cite_span(answer, passages)
+    n = len(passages)
+    text = MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= n else "", answer)
+    text = strip_markers(re.sub(r"[ \t]{2,}", " ", text).strip())
+    cited = [s.n for s in sources if s.cited]
+    return (f"{text} " + "".join(f"[{c}]" for c in cited) if cited else text), sources
+
+
+def evidence(answer: str, passage: str) -> str:
+    """The passage sentence that contains the answer, else the one sharing most words with it."""
+    parts = sentences(passage)
+    for s in parts:
+        if answer.lower() in s.lower():
+            return s
+    wanted = _words(answer)
+    return max(parts, key=lambda s: len(wanted & _words(s)), default="")
+
+
+def supported_by(sentence: str, passage: str, threshold: float = 0.5) -> bool:
+    """Does the passage support the sentence: most of its content words are in it."""
+    wanted = set(content_words(sentence))
+    return bool(wanted) and len(wanted & set(content_words(passage))) >= threshold * len(wanted)
+
+
+def check_free_answer(text: str, passages: list[str]) -> list[Sentence]:
+    """A freely written answer's citations checked sentence by sentence: a [n] stays only
+    where passage n supports its sentence (else the first passage that does is cited); a
+    sentence no passage supports is kept and marked unsupported."""
+    out = []
+    for sentence in sentences(text):
+        bare = strip_markers(sentence)
+        if not bare:
+            continue
+        marked = [int(n) for n in MARKER.findall(sentence) if 1 <= int(n) <= len(passages)]
+        keep = [n for n in marked if supported_by(bare, passages[n - 1])]
+        if not keep:  # the model cited nothing that holds: find the passage that does
+            keep = [n for n, p in enumerate(passages, 1) if supported_by(bare, p)][:1]
+        out.append(Sentence(bare, keep, supported=bool(keep)))
+    return out

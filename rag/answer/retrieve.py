@@ -1,0 +1,162 @@
+"""Retrieval: dense (FAISS), keyword (SQLite FTS5 BM25) and hybrid fusion of the two -> Hit[]."""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+from rag.core.records import Hit
+from rag.core.settings import Settings
+from rag.index.store import Snapshot, Store
+from rag.language.text import clean
+from rag.models.encoder import Encoder
+
+MODES = ("dense", "keyword", "hybrid")
+
+
+# `diverse` drops near-copies from a list this many times longer than asked for
+# (boilerplate repeated across files: three copies of one passage were the worst seen).
+DIVERSE_POOL = 3
+NEAR_COPY = 0.8  # word Jaccard from which two passages count as one
+# The keyword list is this many times deeper than the dense one: a dense candidate outside
+# it has a BM25 score near zero anyway (scoring those rows exactly cost 20 ms at 100k).
+KEYWORD_DEPTH = 4
+
+
+class Retriever:
+    def __init__(self, store: Store, encoder: Encoder, settings: Settings | None = None):
+        self.store, self.encoder = store, encoder
+        settings = settings or Settings()
+        self.candidates = settings.candidates
+        self.fusion_weight = settings.fusion_weight
+        from rag.models.catalog import ENGLISH, fusion_weight
+
+        if self.fusion_weight is None:  # how much the index's own encoder earns against BM25
+            self.fusion_weight = fusion_weight(getattr(encoder, "name", ""))
+        # a multilingual encoder reads a question in any language itself (see `search`)
+        self.multilingual = getattr(encoder, "name", "").lower() != ENGLISH.lower()
+
+    def search(self, query: str, k: int = Settings.k, mode: str = Settings.mode, diverse: bool = False,
+               asked: str | None = None) -> list[Hit]:
+        """The k best passages. `diverse`: skip near-copies of a passage already chosen, so
+        k passages say k different things (MMR's aim, without its tuning). `asked`: the
+        question in its own language when `query` is its translation; hybrid search counts
+        its keyword matches too (passages in the question's language, in an English index).
+        A multilingual encoder's dense search reads `asked`, not the translation: a 1.5B
+        model's Hindi or Arabic is worse than the question (XQuAD English questions over
+        Hindi paragraphs, dense r@5 0.53 on the translation, 0.95 as asked; docs/benchmarks.md)."""
+        query = clean(query)  # invisible characters split words, as they did in the indexed text
+        if diverse:
+            hits = []
+            for hit in self.search(query, DIVERSE_POOL * k, mode, asked=asked):
+                words = set(hit.text.lower().split())
+                if all(_jaccard(words, set(h.text.lower().split())) < NEAR_COPY for h in hits):
+                    hit.rank = len(hits) + 1
+                    hits.append(hit)
+                if len(hits) == k:
+                    break
+            return hits
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if not query.strip():
+            return []
+        asked = clean(asked) if asked else None
+        reads_asked = asked is not None and self.multilingual
+        vector = self.encoder.encode_query(asked if reads_asked else query) if mode != "keyword" else None
+        with self.store.snapshot() as snap:
+            if mode == "dense":
+                ranked = snap.dense(vector, k)
+                dense = dict(ranked)
+            elif mode == "keyword":
+                ranked = snap.keyword(query, k)
+                dense = {}
+            else:
+                ranked, dense = self._hybrid(snap, query, vector, k, asked, checked=reads_asked)
+            rows = snap.chunks([i for i, _ in ranked])
+        hits = []
+        for i, score in ranked:
+            row = rows.get(i)
+            if row is not None:
+                hits.append(Hit(len(hits) + 1, round(score, 4), row.source, row.page, row.heading,
+                                row.text, i, row.start, row.end, dense.get(i)))
+        return hits
+
+    def _hybrid(self, snap: Snapshot, query: str, vector: np.ndarray, k: int, asked: str | None = None,
+                checked: bool = False):
+        """The union of both top-n lists, each candidate scored by both methods, fused.
+        `checked`: `vector` is the asked question's and `query` its translation, whose BM25
+        list is trusted only as far as dense search agrees with it (`agreement`)."""
+        n = max(self.candidates, k)
+        dense = dict(snap.dense(vector, n))
+        # the query's BM25 list, and a translated question's own: each trusted as far as its
+        # words occur in the index, each scaled by its best, merged
+        lists = [_trusted_keyword(snap, q, KEYWORD_DEPTH * n) for q in (query, asked) if q]
+        if checked:
+            scores, trust = lists[0]
+            lists[0] = scores, trust * agreement(scores, dense)
+        keyword = merge_keyword(lists)
+        missing = [i for i in list(keyword)[:n] if i not in dense]
+        dense.update(snap.cosines(vector, missing))
+        fused = fuse(dense, keyword, set(dense) | set(missing), self.fusion_weight, top=1.0)
+        return sorted(fused.items(), key=lambda item: -item[1])[:k], dense
+
+
+def _trusted_keyword(snap: Snapshot, query: str, depth: int) -> tuple[dict[int, float], float]:
+    ranked = dict(snap.keyword(query, depth))
+    return ranked, keyword_trust(snap.coverage(query)) if ranked else 0.0
+
+
+# Keyword search counts in proportion to how much of the question the index's words cover
+# (Snapshot.coverage): fully from COVERED on, not at all up to UNCOVERED. A question in another
+# language than the documents shares only numbers and names with them, and BM25 over those
+# ranked noise first (English questions over Chinese XQuAD: fused r@1 0.57 against dense 0.69
+# before; README table). The bounds sit in the gap between the two cases, every language alike.
+UNCOVERED, COVERED = 0.2, 0.6
+
+
+def keyword_trust(coverage: float) -> float:
+    return min(1.0, max(0.0, (coverage - UNCOVERED) / (COVERED - UNCOVERED)))
+
+
+# A translation's words all occur in the index (they are the model's own common words) also
+# where it says something else than the question: XQuAD English questions over Hindi paragraphs
+# gave BM25 on the translation r@1 0.12, and trusted by coverage it dragged hybrid from 0.82
+# (as asked) to 0.23. What the multilingual encoder, reading the question itself, puts among its
+# candidates is the check: the share of the translation's AGREE_TOP best passages among them
+# (Hindi 0.16 on average, Chinese 0.66; docs/benchmarks.md).
+AGREE_TOP = 5
+
+
+def agreement(keyword: dict[int, float], dense: dict[int, float]) -> float:
+    """Share of the BM25 list's AGREE_TOP best (ids best first) among the dense candidates."""
+    top = list(keyword)[:AGREE_TOP]
+    return sum(1 for i in top if i in dense) / len(top) if top else 0.0
+
+
+def merge_keyword(lists: list[tuple[dict[int, float], float]]) -> dict[int, float]:
+    """(BM25 scores, trust) lists as one, in [0, 1], best first: each score divided by its
+    list's best and times its trust; a passage in several keeps its best."""
+    merged: dict[int, float] = {}
+    for scores, trust in lists:
+        best = max(scores.values(), default=0.0) or 1.0
+        for i, s in scores.items():
+            merged[i] = max(merged.get(i, 0.0), trust * s / best)
+    return dict(sorted(merged.items(), key=lambda item: -item[1]))
+
+
+def fuse(dense: dict[int, float], keyword: dict[int, float], ids, weight: float,
+         trust: float = 1.0, top: float | None = None) -> dict[int, float]:
+    """Convex combination of the cosine rescaled to [0, 1] over the candidates (min-max) and
+    the BM25 score divided by the best one (or by `top`), times `trust` (keyword_trust); a
+    score a method did not give counts as 0. Rescaling makes one weight fit every encoder: e5's
+    cosines of a question's candidates span about 0.1, MiniLM's about 0.5 (benchmarks/fusion.py)."""
+    top = top or max(keyword.values(), default=0.0) or 1.0
+    lo, hi = min(dense.values(), default=0.0), max(dense.values(), default=0.0)
+    spread = (hi - lo) or 1.0
+    kw = (1 - weight) * trust / top
+    return {i: weight * ((dense[i] - lo) / spread if i in dense else 0.0) + kw * keyword.get(i, 0.0)
+            for i in ids}
+
+
+def _jaccard(a: set, b: set) -> float:
+    return len(a & b) / max(1, len(a | b))

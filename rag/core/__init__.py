@@ -1,0 +1,1 @@
+"""Records, errors, settings and paths: what every layer above may use; imports nothing of rag above it."""

@@ -1,0 +1,129 @@
+"""Every way rag shows an answer or a passage: Markdown (the web page, the HTTP API), the
+terminal, plain text (scoring), JSON. One wording for every door, rendered from the
+`Answer` record, never parsed back out of text."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+NOT_FOUND = "Not found in the indexed documents."
+# An answer whose confidence is under `min_confidence`: the Markdown names the closest passages.
+MAY_NOT_SAY = "The documents may not say this."
+EMPTY_INDEX = "The index is empty: add documents with `rag ingest PATH` (or the Add documents panel)."
+UNSUPPORTED = "(not supported by the sources)"
+
+# A citation marker: a bounded digit run, so "[999...9]" (5,000 digits) from a server is text,
+# not an int() of unbounded length.
+MARKER = re.compile(r"\[(\d{1,4})\]")
+
+
+def strip_markers(text: str) -> str:
+    """Text without its [n] citation markers."""
+    return re.sub(r"\s*" + MARKER.pattern, "", text).strip()
+
+
+def statement(sentences) -> str:
+    """Sentences with their citation markers: "It was lit in 1897. [1]"."""
+    parts = []
+    for s in sentences:
+        if s.cites:
+            parts.append(f"{s.text} " + "".join(f"[{n}]" for n in s.cites))
+        elif not s.supported:
+            parts.append(f"{s.text} {UNSUPPORTED}")
+        else:
+            parts.append(s.text)
+    return " ".join(parts)
+
+
+def closest(answer, n: int = 3) -> str:
+    """"[1] guide.pdf, page 3; [2] notes.txt": where a person can look when rag doubts its answer."""
+    return "; ".join(f"[{s.n}] {where(s, full_path=False, heading=False)}" for s in answer.sources[:n])
+
+
+def not_found(answer) -> str:
+    """The note of an answer that was not found; one refused for its low confidence names the
+    closest passages ("The documents may not say this; the closest passages are [1] a.txt")."""
+    if answer.note == MAY_NOT_SAY and answer.sources:
+        return f"{MAY_NOT_SAY[:-1]}; the closest passages are {closest(answer)}."
+    return answer.note
+
+
+def markdown(answer) -> str:
+    """What a person reads: the short answer in bold before its cited sentence(s), or the note
+    of an answer that was not found."""
+    if not answer.found:
+        return not_found(answer)
+    body = statement(answer.sentences)
+    return f"**{answer.short}**: {body}" if answer.short_first else body
+
+
+def plain(answer) -> str:
+    """The answer's words without markup or markers (what the scorers compare with gold)."""
+    return strip_markers(markdown(answer)).replace("**", "") if answer.found else ""
+
+
+def source_dict(s) -> dict:
+    span = s.evidence_span
+    return {"n": s.n, "source": s.source, "page": s.page, "heading": s.heading, "score": s.score,
+            "text": s.text, "cited": s.cited, "evidence": s.evidence,
+            "evidence_span": list(span) if span else None}
+
+
+def as_dict(answer) -> dict:
+    """`rag ask --json`, and the extra fields of the HTTP API's answers."""
+    return {"question": answer.question, "answer": markdown(answer), "short_answer": answer.short,
+            "supporting": answer.supporting, "found": answer.found, "confidence": answer.confidence,
+            "sources": [source_dict(s) for s in answer.sources], "timings": asdict(answer.timings),
+            "searched_as": answer.searched or None}
+
+
+# --- the terminal ---------------------------------------------------------------------------
+
+# C0 and C1 control characters but newline and tab: an escape sequence from a document or a
+# model server (set the title, clear the screen) must print as text, not act.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_AND_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(text: str, keep_newlines: bool = True) -> str:
+    """Text as it may be printed to a terminal: control characters shown as \\xNN (newlines
+    kept where `keep_newlines`, e.g. in an answer; escaped in a file name)."""
+    pattern = _CONTROL if keep_newlines else _CONTROL_AND_BREAKS
+    return pattern.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(text))
+
+
+def terminal(answer, bold: bool) -> str:
+    """The answer for a terminal: the short answer in bold where `bold`, control characters
+    of documents and servers escaped."""
+    if not answer.found:
+        return safe(not_found(answer))
+    body = safe(statement(answer.sentences))
+    if not answer.short_first:
+        return body
+    short = safe(answer.short)
+    return f"\033[1m{short}\033[0m: {body}" if bold else f"{short}: {body}"
+
+
+def where(passage, full_path: bool = True, heading: bool = True) -> str:
+    """"docs/guide.pdf, page 3 > Install > Linux": file, page and heading path of a Hit or Source."""
+    text = passage.source if full_path else Path(passage.source).name
+    if passage.page:
+        text += f", page {passage.page}"
+    if heading and passage.heading:
+        text += f" > {passage.heading}"
+    return text
+
+
+def timings_line(t, sep: str = ", ") -> str:
+    """"retrieval 12 ms, first token 150 ms, total 900 ms, 40 tokens/s" from an Answer's Timings."""
+    parts = [f"retrieval {t.retrieve_ms or 0:.0f} ms"]
+    if getattr(t, "translate_ms", None) is not None:  # (a server of an earlier version sends none)
+        parts.insert(0, f"translation {t.translate_ms:.0f} ms")
+    if t.first_token_ms is not None:
+        parts.append(f"first token {t.first_token_ms:.0f} ms")
+    parts.append(f"total {t.total_ms:.0f} ms")
+    if t.tokens_per_s:
+        parts.append(f"{t.tokens_per_s:.0f} tokens/s")
+    return sep.join(parts)

@@ -1,0 +1,1 @@
+"""`rag serve`: the HTTP door (OpenAI-compatible), its keys and its client."""

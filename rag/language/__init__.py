@@ -1,0 +1,1 @@
+"""Words, scripts, sentence ends and segmentation: one definition each, for every language."""

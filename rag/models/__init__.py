@@ -1,0 +1,1 @@
+"""Which model a name means (the catalog and its profiles), the device, encoders and decoders."""

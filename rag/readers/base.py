@@ -1,0 +1,186 @@
+"""What every reader shares: the records a file is read into (`Document`, `Section`), the
+limits one file may expand to, text decoding, and safe access to zip archives and their XML
+(no zip bombs, no entities, no network). Imports nothing of rag above the core."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+from rag.core.errors import UnreadableFile
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one file may expand to; each breach fails that file alone with a reason.
+    Defaults are far above real documents (the 5,000-page PDF held) and far below what
+    exhausts a 2-core, 24 GB machine."""
+
+    max_inflated_mb: float = 256.0  # any archive member (.docx parts) once decompressed
+    max_text_mb: float = 64.0  # text extracted from one file
+    max_json_depth: int = 64  # nesting of JSON values
+    max_ocr_seconds: float = 300.0  # OCR of one file's pages; pages past it are reported skipped
+
+    def check_text(self, n_chars: int) -> None:
+        if n_chars > self.max_text_mb * 2**20:
+            raise UnreadableFile(f"extracted text is over the {self.max_text_mb:g} MB limit (max_text_mb)")
+
+
+@dataclass
+class Section:
+    """A run of text with one page and one heading path; `start` is its offset in the page text."""
+
+    text: str
+    page: int | None = None
+    heading: str = ""
+    start: int = 0
+
+
+@dataclass
+class Document:
+    path: str
+    sections: list[Section] = field(default_factory=list)
+    skipped: list[tuple[int | None, str]] = field(default_factory=list)  # (page, why) of pages not read
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(s.text for s in self.sections)
+
+
+class HeadingPath:
+    """The headings above the current line: entering a level-n heading drops the ones at n
+    and below ("Install > Linux" then a level-2 "Windows" gives "Install > Windows")."""
+
+    def __init__(self):
+        self.titles: list[str] = []
+
+    def enter(self, level: int, title: str) -> None:
+        del self.titles[level - 1:]
+        self.titles.append(title)
+
+    def __str__(self) -> str:
+        return " > ".join(self.titles)
+
+
+SNIFF_BYTES = 8192  # the head of a file that tells text from binary
+MAX_CONTROL_SHARE = 0.05  # more control characters than this in the head: binary (text has ~0)
+
+def decode(data: bytes) -> str:
+    """Bytes to str: UTF-8 (with or without BOM), else the encoding charset-normalizer detects.
+    Binary data is refused rather than turned into mojibake."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        data = data.decode("utf-16").encode()
+    elif b"\x00" in data[:SNIFF_BYTES]:
+        encoding = _utf16_without_bom(data[:SNIFF_BYTES])
+        if encoding is None:
+            raise UnreadableFile("binary content, not text")
+        try:
+            data = data.decode(encoding).encode()
+        except UnicodeDecodeError:
+            raise UnreadableFile("binary content, not text") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+        if best is None:
+            raise UnreadableFile("binary content or unknown text encoding") from None
+        text = str(best)
+    controls = sum(1 for c in text[:SNIFF_BYTES] if ord(c) < 32 and c not in "\n\r\t\f")
+    if controls > MAX_CONTROL_SHARE * min(len(text), SNIFF_BYTES):
+        raise UnreadableFile("binary content, not text")
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _utf16_without_bom(head: bytes) -> str | None:
+    """'utf-16-le'/'utf-16-be' when every other byte is zero, as in UTF-16 text of Latin
+    script (CJK UTF-16 without a BOM has no such tell and is left to the binary check)."""
+    even, odd = head[0::2], head[1::2]
+    if len(head) >= 4 and odd.count(0) >= 0.9 * len(odd) and even.count(0) < 0.1 * len(even):
+        return "utf-16-le"
+    if len(head) >= 4 and even.count(0) >= 0.9 * len(even) and odd.count(0) < 0.1 * len(odd):
+        return "utf-16-be"
+    return None
+
+
+def open_archive(data: bytes, limits: Limits, kind: str):
+    """The zip inside a .docx, .pptx, .xlsx or .epub, refused when a member would inflate past
+    `max_inflated_mb` (a zip bomb is refused before it inflates: zipfile never reads past a
+    member's declared size)."""
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
+        raise UnreadableFile(f"corrupt {kind} (not a zip archive)") from e
+    for member in archive.infolist():
+        if member.file_size > limits.max_inflated_mb * 2**20:
+            archive.close()
+            raise UnreadableFile(f"archive member {member.filename} inflates to "
+                                 f"{member.file_size / 2**20:.0f} MB, over the "
+                                 f"{limits.max_inflated_mb:g} MB limit (max_inflated_mb)")
+    return archive
+
+
+def xml_events(stream, tags):
+    """Elements of `tags` as each ends, from an archive member, with entities and network
+    access off (no billion laughs, no fetching)."""
+    from lxml import etree
+
+    for _, element in etree.iterparse(stream, events=("end",), tag=tags, resolve_entities=False,
+                                      no_network=True, remove_comments=True):
+        yield element
+
+
+def drop(element) -> None:
+    """Forget an element that was read, and the siblings before it: lxml's iterparse keeps
+    every element it passes, so without this a part of any size is held whole in memory."""
+    element.clear()
+    parent = element.getparent()
+    if parent is not None:
+        while element.getprevious() is not None:
+            del parent[0]
+
+
+def xml_root(archive, name: str):
+    """A small archive member (manifest, relationships) parsed whole, entities and network off."""
+    from lxml import etree
+
+    return etree.fromstring(archive.read(name), etree.XMLParser(resolve_entities=False, no_network=True))
+
+
+# Records (CSV rows, JSON elements, JSON Lines) are grouped into sections of about this many
+# characters, at record boundaries: the splitter packs each group's records into passages
+# (a passage never crosses a section), works on small strings, and can stop a file at
+# max_chunks_per_file without splitting it all. A section per record made a passage per
+# record (500,000 for a 5 MB JSON array); one section per file made the splitter take
+# minutes over a 10 MB string before anything could be stored.
+RECORD_GROUP_CHARS = 8192
+
+
+def grouped(records, limits: Limits, separator: str = "\n", heading: str = "") -> list[Section]:
+    """Records (each a self-contained string: keys or column names kept) as sections of about
+    RECORD_GROUP_CHARS under `heading`, with offsets into the document's text. Used for CSV,
+    JSON and spreadsheet rows alike."""
+    sections, group, size, start, total = [], [], 0, 0, 0
+
+    def close():
+        nonlocal start, group, size
+        if group:
+            text = separator.join(group)
+            sections.append(Section(text, heading=heading, start=start))
+            start += len(text) + 2  # Document.text joins sections with a blank line
+            group, size = [], 0
+
+    for record in records:
+        if not record.strip():
+            continue
+        if group and size + len(separator) + len(record) > RECORD_GROUP_CHARS:
+            close()
+        group.append(record)
+        size += len(record) + len(separator)
+        total += len(record) + len(separator)
+        limits.check_text(total)  # a huge file fails here, before the rest is read
+    close()
+    return sections
