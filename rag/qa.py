@@ -3,11 +3,11 @@ and decoder load on first use and are reused for every later call."""
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from rag.answer.followup import rewrite_follow_up
 from rag.answer.pipeline import AnswerPipeline, Question
 from rag.answer.retrieve import Retriever
 from rag.core.errors import BadIndex, RagError
@@ -15,7 +15,6 @@ from rag.core.records import Answer, Draft, Hit
 from rag.core.settings import Settings
 from rag.index.ingest import Ingestor, IngestReport, absolute, under
 from rag.index.store import DocumentInfo, FileProblem, IndexInfo, Store, is_index_dir, listed_paths, new_manifest
-from rag.language.text import STOPWORDS_EN as STOPWORDS
 from rag.language.text import clean
 from rag.models.encoder import Encoder
 
@@ -307,49 +306,8 @@ class RAG:
         yield from self._pipeline.stream(q)
 
 
-PRONOUNS = {"it": "", "its": "'s", "they": "", "them": "", "their": "'s", "he": "", "him": "",
-            "his": "'s", "she": "", "her": "'s", "this": "", "that": ""}
-
-
-def rewrite_follow_up(question: str, history: list | None) -> tuple[str, str]:
-    """(question for the decoder, query for retrieval). A follow-up's first pronoun is replaced
-    by the topic of the previous question (its run of capitalised words and the noun after
-    them): "and when did it close?" after "When did the Louvre museum open?" becomes "and when
-    did the Louvre museum close?". Without such a pronoun, retrieval searches both questions."""
-    previous = [_content(t) for t in history or [] if _role(t) == "user"]
-    if not previous:
-        return question, question
-    words = re.findall(r"[\w'-]+", previous[-1])
-    topic = []
-    for i, w in enumerate(words):
-        if i > 0 and w[:1].isupper():
-            topic.append(w)
-        elif topic:
-            if i < len(words) - 1 and w.lower() not in STOPWORDS:
-                topic.append(w)
-            break
-    if topic:
-        def swap(m):
-            word = m.group(0)
-            return "the " * (words[words.index(topic[0]) - 1].lower() == "the") + " ".join(topic) + PRONOUNS[word.lower()]
-
-        rewritten, n = re.subn(r"\b(" + "|".join(PRONOUNS) + r")\b", swap, question, count=1, flags=re.I)
-        if n:
-            return rewritten, rewritten
-    return question, f"{previous[-1]} {question}"
-
-
 def _positive_k(k: int | None, default: int) -> int:
     k = default if k is None else k
     if not isinstance(k, int) or k < 1:
         raise RagError(f"k must be a whole number of passages, at least 1 (got {k!r})")
     return k
-
-
-def _role(turn) -> str:
-    return turn.get("role", "") if isinstance(turn, dict) else "user"
-
-
-def _content(turn) -> str:
-    return turn.get("content", "") if isinstance(turn, dict) else str(turn)
-

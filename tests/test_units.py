@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
+from rag.answer.followup import rewrite_follow_up
 from rag.answer.retrieve import fuse
 from rag.core.errors import BadIndex, IndexLocked
 from rag.core.settings import Settings
 from rag.index.store import FORMAT_VERSION, MANIFEST_NAME, Store
 from rag.models.decoders import CopyConstraint
-from rag.qa import rewrite_follow_up
 
 # --- span-constrained copying ---------------------------------------------------------------
 
