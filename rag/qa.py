@@ -4,6 +4,7 @@ and decoder load on first use and are reused for every later call."""
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,13 @@ from rag.index.ingest import Ingestor, IngestReport, absolute, under
 from rag.index.store import DocumentInfo, FileProblem, IndexInfo, Store, is_index_dir, listed_paths, new_manifest
 from rag.language.text import clean
 from rag.models.encoder import Encoder
+
+
+@dataclass
+class Found:
+    """What a search found: the hits, and the translation searched instead of the query."""
+    hits: list[Hit]
+    searched: str | None = None
 
 
 def resolve_index(name_or_path: str | Path) -> Path:
@@ -204,9 +212,24 @@ class RAG:
         """The k best passages for `query` (`diverse`: without near-copies of each other). A
         question in another language than the index's is searched in translation
         (`translated_query`), its own words still counting in hybrid search."""
+        return self.find(query, k, mode, diverse).hits
+
+    def find(self, query: str, k: int | None = None, mode: str | None = None, diverse: bool = False) -> Found:
+        """`search`, with the translation that was searched (None where the query was searched
+        as asked): what `rag search` and the HTTP API show as "searched as"."""
         translated = self.translated_query(query)
-        return self.retriever.search(translated or query, _positive_k(k, self.settings.k),
+        hits = self.retriever.search(translated or query, _positive_k(k, self.settings.k),
                                      mode or self.settings.mode, diverse, asked=query if translated else None)
+        return Found(hits, translated)
+
+    def embed(self, texts: list[str], query: bool = False):
+        """The index's encoder's unit vectors for `texts` (float32, one row each); `query`:
+        encoded as questions are (e5 reads "query: " and "passage: " apart)."""
+        import numpy as np
+
+        if query:
+            return np.stack([self.encoder.encode_query(t) for t in texts])
+        return self.encoder.encode(texts)
 
     def remove(self, path: str | Path, wait: float = 0.0) -> int:
         """Remove documents at `path` (a file, or everything under a folder); returns how many."""
