@@ -10,7 +10,7 @@
    held-out expected calibration error, the precision at confidence >= 0.8 and the
    reliability table; `--write` stores the models in rag/confidence.py (MODELS), replacing
    only the keys it fitted. `--key` names them: the dumps of one language fitted as e.g.
-   "zh-qwen" (and "zh-qwen-rank"), the models `confidence.language` gives Qwen's answers.
+   "zh-qwen" (and "zh-qwen-rank"), the models `confidence.model_key` gives Qwen's answers.
    A dump records its decoder (`--generator`, the RAG setting; pass it: "auto" follows the
    index) and the model key its answers got (`language`).
 
@@ -55,7 +55,7 @@ DATA = ROOT.parent / "shared" / "datasets"
 
 
 def dump(args) -> None:
-    from rag.answer.pipeline import AnswerPipeline, Question
+    from rag.answer.pipeline import Question
     from rag.core.present import plain
     from rag.evaluate import eval_index, f1_score, load, sample
 
@@ -65,16 +65,19 @@ def dump(args) -> None:
     chosen = {"min_confidence": 0.0, **({"generator": args.generator} if args.generator else {})}
     rag = eval_index(dataset, **chosen)  # indexes/eval-<name>: the index of `rag eval` and benchmarks/decoders.py
     rag.ask("warm-up question about anything")
-    pipe = AnswerPipeline(rag)
-    generator = getattr(rag, "generator_name", rag.settings.generator)
-    pipe.language = conf.language(rag.settings.encoder, generator)  # the models this decoder's answers get
+    pipe = rag.pipeline  # pipe.model_key: the models this decoder's answers get
     gold = [None]
     if args.drop_gold:
-        def search(query, k, mode, diverse):
-            hits = rag.search(query, k=4 * k, mode=mode, diverse=diverse)
-            return [h for h in hits if Path(h.source).name != gold[0]][:k]
+        retriever = pipe.retrieve.retriever
 
-        pipe.retrieve.search = search
+        class WithoutGold:
+            """The index's retriever with the gold paragraph's file left out."""
+
+            def search(self, query, k, mode, diverse, asked=None):
+                hits = retriever.search(query, 4 * k, mode, diverse, asked=asked)
+                return [h for h in hits if Path(h.source).name != gold[0]][:k]
+
+        pipe.retrieve.retriever = WithoutGold()
     s = rag.settings
     begin, stop = (int(x) for x in args.part.split(":")) if args.part else (0, None)
     questions = sample(dataset.questions, args.limit, args.seed)[begin:stop]
@@ -94,8 +97,8 @@ def dump(args) -> None:
             row = {"dataset": dataset.name + ("-nogold" if args.drop_gold else ""), "i": i,
                    "question": item.question, "gold": item.answers, "impossible": impossible,
                    "found": answer.found, "note": answer.note, "short": answer.short, "copied": q.copied,
-                   "f1": round(f1, 4), "right": bool(answer.found and f1 >= 0.5), "language": pipe.language,
-                   "generator": generator, "confidence": answer.confidence,
+                   "f1": round(f1, 4), "right": bool(answer.found and f1 >= 0.5), "language": pipe.model_key,
+                   "generator": rag.generator_name, "confidence": answer.confidence,
                    "first_token_ms": answer.timings.first_token_ms, "total_ms": answer.timings.total_ms,
                    "judge_ms": (q.timer.marks["judged_ms"] - q.timer.marks.get("decoded_ms", 0))
                    if "judged_ms" in q.timer.marks else None,

@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rag.evaluate import eval_index, load, sample  # noqa: E402
-from rag.models.catalog import min_score  # noqa: E402
+from rag.models.catalog import encoder_profile  # noqa: E402
 
 DEPTH = 50  # passages searched for the best one outside the question's article
 
@@ -59,7 +59,7 @@ def main() -> None:
     off_topic = [(rag.search(q, k=1, mode="dense") or [None])[0] for q in off]
     off_topic = [h.dense if h else 0.0 for h in off_topic]
     encoder = rag.info().encoder
-    default = min_score(encoder)
+    default = encoder_profile(encoder).min_score
     lo = min(answerable)
     thresholds = [float(t) for t in args.thresholds.split(",") if t] or \
         sorted({round(default + d, 2) for d in (-0.06, -0.04, -0.02, 0, 0.02, 0.04, 0.06, 0.08)} | {round(lo, 3)})

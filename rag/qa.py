@@ -4,19 +4,41 @@ and decoder load on first use and are reused for every later call."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from rag.answer.followup import rewrite_follow_up
 from rag.answer.pipeline import AnswerPipeline, Question
-from rag.answer.retrieve import Retriever
+from rag.answer.retrieve import QueryTranslator, Retriever
+from rag.answer.translate import SAMPLE_PASSAGES, Translator, index_language
 from rag.core.errors import BadIndex, RagError
 from rag.core.records import Answer, Draft, Hit
 from rag.core.settings import Settings
-from rag.index.ingest import Ingestor, IngestReport, absolute, under
-from rag.index.store import DocumentInfo, FileProblem, IndexInfo, Store, is_index_dir, listed_paths, new_manifest
-from rag.language.text import clean
+from rag.index import uploads
+from rag.index.cluster import connect
+from rag.index.ingest import Ingestor, IngestReport, absolute, sample_text, under
+from rag.index.prepare import limits
+from rag.index.store import (
+    DocumentInfo,
+    FileProblem,
+    IndexInfo,
+    Store,
+    is_index_dir,
+    listed_paths,
+    new_manifest,
+    read_manifest,
+)
+from rag.models.catalog import (
+    ENGLISH,
+    choose_encoder,
+    choose_generator,
+    choose_translator,
+    decoder_profile,
+    encoder_profile,
+)
+from rag.models.decoders import decoder_for
 from rag.models.encoder import Encoder
 
 
@@ -45,6 +67,7 @@ class RAG:
         self._encoder: Encoder | None = None
         self._generator = None
         self._translator = None
+        self._retriever: Retriever | None = None
         self._pipeline: AnswerPipeline | None = None
         self._lock = threading.RLock()
         if is_index_dir(self.root):
@@ -54,8 +77,6 @@ class RAG:
 
     def _adopt_manifest(self, explicit: set[str]) -> None:
         """An index keeps the encoder and chunking it was built with; asking for another is an error."""
-        from rag.index.store import read_manifest
-
         manifest = read_manifest(self.root)  # not the database: a damaged one can still be rebuilt
         for key in ("encoder", "chunk_size", "chunk_overlap"):
             if key in manifest and getattr(self.settings, key) != manifest[key]:
@@ -75,8 +96,6 @@ class RAG:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            from rag.models.catalog import ENGLISH
-
             s = self.settings
             name = ENGLISH if s.encoder == "auto" else s.encoder  # "auto" is decided at the first ingest
             self._encoder = Encoder(name, s.device, s.encode_batch_size, s.encoder_runtime)
@@ -86,8 +105,6 @@ class RAG:
     def generator_name(self) -> str:
         """The decoder's name: the setting, or for "auto" the one measured best for this
         index's encoder (models.choose_generator)."""
-        from rag.models.catalog import ENGLISH, choose_generator
-
         s = self.settings
         if s.generator != "auto":
             return s.generator
@@ -97,55 +114,35 @@ class RAG:
     def generator(self):
         """The process-wide decoder for this RAG's settings (shared with every other RAG)."""
         if self._generator is None:
-            from rag.models.decoders import load_decoder
-
-            s = self.settings
-            self._generator = load_decoder(self.generator_name, s.backend, s.device, s.context_window,
-                                           s.openai_base_url, s.request_timeout, s.answer_timeout)
+            self._generator = decoder_for(self.generator_name, self.settings)
         return self._generator
 
     @property
     def translator(self):
         """What turns a question in another language into a search query in the index's
-        (rag/translate.py): into English where the encoder reads English only, into the
+        (rag/answer/translate.py): into English where the encoder reads English only, into the
         language of the passages' one non-Latin script otherwise; None where the setting is
         off, no translating decoder is installed or no such language applies. Decided once
         per state of the index (each ingest decides again)."""
         if self._translator is None:
-            from rag.answer.translate import SAMPLE_PASSAGES, Translator, index_language
-            from rag.models.catalog import ENGLISH, choose_translator
-            from rag.models.decoders import load_decoder
-
             s = self.settings
             name = choose_translator() if s.translator.lower() == "auto" else s.translator
             language = None
             if name.lower() != "off":
-                english_only = s.encoder.lower() in ("auto", ENGLISH.lower())
+                english_only = not encoder_profile(s.encoder).multilingual
                 sample = ""
                 if not english_only and is_index_dir(self.root):
                     with self.store.snapshot() as snap:
                         sample = " ".join(snap.sample_texts(SAMPLE_PASSAGES))
                 language = index_language(sample, english_only)
-            self._translator = Translator(
-                lambda: load_decoder(name, "auto", s.device, s.context_window, s.openai_base_url,
-                                     s.request_timeout, s.answer_timeout), language) if language else False
+            self._translator = Translator(partial(decoder_for, name, s, "auto"), language) if language else False
         return self._translator or None
 
     def translated_query(self, query: str) -> str | None:
         """The query `search` reads for `query` in the index's language, or None where it is
         searched as asked: a question in another script than the index's, or one whose words
-        the index mostly lacks, is translated (rag/translate.py)."""
-        from rag.answer.translate import needs_translation
-
-        translator = self.translator
-        if translator is None or not query.strip():
-            return None
-
-        def coverage():
-            with self.store.snapshot() as snap:
-                return snap.coverage(clean(query))
-
-        return translator(query) if needs_translation(query, translator.language, coverage) else None
+        the index mostly lacks, is translated (rag/answer/translate.py)."""
+        return QueryTranslator(self.translator, self.store if self.translator else None)(query)
 
     def warm_up(self) -> dict:
         """Load the encoder and the decoder now, side by side (both loaders spend their time
@@ -167,7 +164,31 @@ class RAG:
 
     @property
     def retriever(self) -> Retriever:
-        return Retriever(self.store, self.encoder, self.settings)
+        if self._retriever is None:
+            self._retriever = Retriever(self.store, self.encoder, self.settings, encoder_profile(self.settings.encoder))
+        return self._retriever
+
+    @property
+    def pipeline(self) -> AnswerPipeline:
+        """The answer pipeline, built from this index's parts (none of its stages holds the
+        RAG). Without an index yet it is made again for each question, so an index another
+        process creates is seen at the next one."""
+        if self._pipeline is not None:
+            return self._pipeline
+        s, exists = self.settings, is_index_dir(self.root)
+        retriever = self.retriever if exists else None
+        translate = QueryTranslator(self.translator, self.store) if exists and self.translator else None
+        pipeline = AnswerPipeline(retriever, translate, partial(decoder_for, self.generator_name, s),
+                                  self.encoder, encoder_profile(s.encoder),
+                                  decoder_profile(self.generator_name, s.backend), s)
+        if exists:
+            self._pipeline = pipeline
+        return pipeline
+
+    def _forget(self) -> None:
+        """The documents (and with a first ingest, the encoder) changed: what was decided
+        from them is decided again (the translator's language, the pipeline's parts)."""
+        self._translator = self._retriever = self._pipeline = None
 
     # --- API -----------------------------------------------------------------------------
 
@@ -182,19 +203,14 @@ class RAG:
         if self.root.exists() and not self.root.is_dir():
             raise RagError(f"--index {self.root} is a file, not an index folder; name another path")
         if engine == "ray":  # a cluster that cannot be reached fails before a new index is made
-            from rag.index.cluster import connect
-
             connect(address)
         with self._lock:
             if not is_index_dir(self.root):
                 if self.settings.encoder == "auto":
-                    from rag.index.ingest import sample_text
-                    from rag.index.prepare import limits
-                    from rag.models.catalog import choose_encoder
-
                     sample = sample_text(paths, limits(self.settings))
                     self.settings = self.settings.replace(encoder=choose_encoder(sample))
-                    self._encoder = self._translator = None
+                    self._encoder = None
+                    self._forget()
                 encoder = self.encoder
                 if self.settings.chunk_size > encoder.max_tokens:
                     raise RagError(f"chunk_size {self.settings.chunk_size} exceeds the encoder's "
@@ -204,7 +220,7 @@ class RAG:
                                                                    s.chunk_overlap))
             report = Ingestor(self.store, self.encoder, self.settings).run(paths, prune, progress, wait, on_file,
                                                                           engine, address)
-            self._translator = None  # the documents' language may have changed with them
+            self._forget()  # the documents' language may have changed with them
             return report
 
     def search(self, query: str, k: int | None = None, mode: str | None = None,
@@ -242,7 +258,7 @@ class RAG:
                     removed += 1
             w.commit()
         if removed:
-            self._translator = None  # the documents' language may have left with them
+            self._forget()  # the documents' language may have left with them
         return removed
 
     def rebuild(self, progress: bool = False) -> IngestReport:
@@ -261,7 +277,8 @@ class RAG:
             shutil.move(str(uploads), str(fresh / "uploads"))
         self.root.rename(self.root.with_name(f"{self.root.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"))
         fresh.rename(self.root)
-        self._store = self._translator = None
+        self._store = None
+        self._forget()
         report.failed += [FileProblem(p, "no longer exists") for p in paths if p not in existing]
         return report
 
@@ -269,8 +286,6 @@ class RAG:
         """Keep files handed over by name and content (the web page's uploads) in the index's
         uploads/ folder and ingest them; refused ones (too large, unsupported) are reported
         as failed like any unreadable file."""
-        from rag.index import uploads
-
         saved, refused = [], []
         for name, data in files:
             reason = uploads.refusal(name, len(data), self.settings.max_file_mb)
@@ -290,24 +305,6 @@ class RAG:
 
     # --- answering ---------------------------------------------------------------------
 
-    @property
-    def min_score(self) -> float:
-        from rag.models.catalog import min_score
-
-        return self.settings.min_score if self.settings.min_score is not None else min_score(self.settings.encoder)
-
-    @property
-    def abstains(self) -> bool:
-        """Whether the prompt shows the decoder how to answer "unknown" (setting `abstain`)."""
-        from rag.models.catalog import ABSTAINS_WELL
-
-        if self.settings.abstain == "auto":
-            return self.generator_name.lower() in ABSTAINS_WELL
-        return self.settings.abstain.lower() in ("on", "1", "true", "yes")
-
-    def index_is_empty(self) -> bool:
-        return not is_index_dir(self.root) or self.store.is_empty()
-
     def ask(self, question: str, k: int | None = None, history: list | None = None,
             mode: str | None = None, max_tokens: int | None = None) -> Answer:
         """Answer `question` from the index, with numbered sources and timings."""
@@ -324,9 +321,7 @@ class RAG:
         s = self.settings
         text, query = rewrite_follow_up(question, history)
         q = Question(question, text, query, _positive_k(k, s.k), mode or s.mode, max_tokens or s.max_tokens)
-        if self._pipeline is None:
-            self._pipeline = AnswerPipeline(self)
-        yield from self._pipeline.stream(q)
+        yield from self.pipeline.stream(q)
 
 
 def _positive_k(k: int | None, default: int) -> int:

@@ -117,13 +117,16 @@ def test_the_shipped_models_give_probabilities():
 def test_the_decoder_picks_its_own_model():
     """Qwen's answers on a multilingual index get the model fitted on them; Gemma's, and an
     English index's (no "en-qwen" fitted), the encoder's."""
-    from rag.models.catalog import MULTILINGUAL, QWEN_ALIASES
+    from rag.models.catalog import MULTILINGUAL, QWEN_ALIASES, decoder_profile, encoder_profile
+
+    def key(encoder, decoder="gemma3-270m"):
+        return conf.model_key(encoder_profile(encoder).confidence, decoder_profile(decoder).family)
 
     assert {"zh-qwen", "zh-qwen-rank"} <= set(conf.MODELS)
-    assert conf.language(MULTILINGUAL, QWEN_ALIASES[0]) == "zh-qwen"
-    assert conf.language(MULTILINGUAL, "/models/Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf") == "zh-qwen"
-    assert conf.language(MULTILINGUAL, "gemma3-270m") == conf.language(MULTILINGUAL) == "zh"
-    assert conf.language("sentence-transformers/all-MiniLM-L6-v2", "qwen2.5-0.5b") == (
+    assert key(MULTILINGUAL, QWEN_ALIASES[0]) == "zh-qwen"
+    assert key(MULTILINGUAL, "/models/Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf") == "zh-qwen"
+    assert key(MULTILINGUAL, "gemma3-270m") == key("intfloat/multilingual-e5-small") == "zh"
+    assert key("sentence-transformers/all-MiniLM-L6-v2", "qwen2.5-0.5b") == (
         "en-qwen" if "en-qwen" in conf.MODELS else "en")
     # the Judge's ranking reads "<language>-rank": Qwen's own, not Gemma's
     question, sentence = "长江全长多少公里？", "长江是中国最长的河流，全长约6300公里。"

@@ -239,7 +239,5 @@ def test_auto_decoder_follows_the_index_encoder(tmp_path):
     assert multilingual.generator_name == (models.QWEN_ALIASES[0] if models.qwen_installed() else models.GEMMA)
     assert RAG(tmp_path / "c", encoder=models.MULTILINGUAL, generator="smollm2").generator_name == "smollm2"
     # and the answers' confidence comes from the model fitted on that decoder's answers
-    from rag.answer.pipeline import AnswerPipeline
-
-    assert AnswerPipeline(english).language == "en"
-    assert AnswerPipeline(multilingual).language == ("zh-qwen" if models.qwen_installed() else "zh")
+    assert english.pipeline.model_key == "en"
+    assert multilingual.pipeline.model_key == ("zh-qwen" if models.qwen_installed() else "zh")

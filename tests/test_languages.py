@@ -180,10 +180,12 @@ def test_language_list_needs_a_placeholder(tmp_path):
 
 def test_fusion_weight_follows_the_index_encoder():
     from rag.core.settings import Settings
-    from rag.models.catalog import fusion_weight
+    from rag.models.catalog import encoder_profile
 
+    weight = lambda name: encoder_profile(name).fusion_weight  # noqa: E731
     assert Settings().fusion_weight is None  # decided per index, by its encoder
-    assert fusion_weight("multilingual-e5-small") > fusion_weight("all-MiniLM-L6-v2") == fusion_weight("unknown")
+    assert weight("multilingual-e5-small") > weight("all-MiniLM-L6-v2") == weight("unknown")
+    assert weight("intfloat/multilingual-e5-small") == weight("multilingual-e5-small")  # a hub name is the same model
     assert Settings(fusion_weight=0.7).fusion_weight == 0.7
 
 

@@ -253,16 +253,12 @@ MODELS: dict[str, dict] = {
 }
 
 
-def language(encoder: str, decoder: str = "") -> str:
-    """Which fitted model an index's answers get: cosines have each encoder's own scale
-    (e5's sit between 0.7 and 0.95), so the multilingual encoder's index has its own ("zh",
-    fitted on CMRC), every other the English one's (fitted on SQuAD with MiniLM); and a decoder
-    is sure of its spans on its own scale, so Qwen's answers get "<language>-qwen" where one
-    was fitted on them (Gemma's "zh" gave Qwen's CMRC answers 0.37 where 0.59 were right)."""
-    base = "zh" if "e5" in encoder.lower() else "en"
-    if "qwen" in decoder.lower() and f"{base}-qwen" in MODELS:
-        return f"{base}-qwen"
-    return base
+def model_key(base: str, family: str = "") -> str:
+    """Which fitted model an index's answers get: its encoder's (`base`, "en" or "zh": cosines
+    have each encoder's own scale), or its decoder family's on that encoder where one was
+    fitted ("zh-qwen": a decoder is sure of its spans on its own scale). Both come from the
+    model profiles (rag/models/catalog.py)."""
+    return f"{base}-{family}" if family and f"{base}-{family}" in MODELS else base
 
 
 def features(signals: dict, names: tuple[str, ...]) -> list[float | None]:

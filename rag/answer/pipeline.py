@@ -24,9 +24,9 @@ from rag.answer.prompt import ABSTAIN, CLAUSE_ENDS, avoid_first, build_messages,
 from rag.core.errors import RagError
 from rag.core.present import EMPTY_INDEX, MAY_NOT_SAY, NOT_FOUND, statement
 from rag.core.records import Answer, Draft, Hit, Sentence, Source, Timer
-from rag.core.settings import Settings
+from rag.core.settings import TRUE, Settings
 from rag.language.text import has_cjk, looks_english
-from rag.models.catalog import ENGLISH, MULTILINGUAL
+from rag.models.catalog import ENGLISH, MULTILINGUAL, DecoderProfile, EncoderProfile
 
 # Why a question in another script may find nothing in an index of English passages: MiniLM
 # cannot read it (XQuAD Chinese questions, recall@5 0.10), and its translation, where one was
@@ -77,12 +77,12 @@ class Retrieve:
     translation where the question is in another language than the index's (`translate`
     returns None where it is searched as asked)."""
 
-    def __init__(self, search, translate, diverse: bool, reads_translation: bool = True):
-        self.search, self.translate, self.diverse = search, translate, diverse
+    def __init__(self, retriever, translate, diverse: bool, reads_translation: bool = True):
+        self.retriever, self.translate, self.diverse = retriever, translate, diverse
         self.reads_translation = reads_translation
 
     def run(self, q: Question) -> None:
-        q.searched = self.translate(q.query) or ""  # the translator remembers it for `search`
+        q.searched = (self.translate(q.query) if self.translate is not None else None) or ""
         if q.searched:
             q.timer.mark("translate_ms")
             if self.reads_translation:
@@ -90,9 +90,10 @@ class Retrieve:
                 # reads English passages (100 XQuAD Chinese questions over the English
                 # paragraphs: answer F1 0.04 -> 0.32, wrongly "not found" 75% -> 14%;
                 # docs/benchmarks.md); a multilingual index's stages read the question itself,
-                # as its dense search does (rag/retrieve.py)
+                # as its dense search does (rag/answer/retrieve.py)
                 q.text = q.searched
-        q.hits = self.search(q.query, k=q.k, mode=q.mode, diverse=self.diverse)  # translates again: remembered
+        q.hits = self.retriever.search(q.searched or q.query, q.k, q.mode, self.diverse,
+                                       asked=q.query if q.searched else None)
         q.timer.mark("retrieve_ms")
 
 
@@ -100,10 +101,10 @@ class Read:
     """The decoder reads the best passages that fit its context and writes the answer: a
     local model copies a span (span-constrained decoding), a chat model writes freely."""
 
-    def __init__(self, decoder, settings: Settings, abstain: bool):
+    def __init__(self, decoder, settings: Settings, abstain: bool, answer_k: int):
         self.decoder = decoder
         self.copy = settings.copy and decoder.copies
-        self.prompt_k = settings.answer_k
+        self.prompt_k = answer_k
         self.temperature = settings.temperature
         self.grounded = not decoder.copies
         self.abstain_setting = abstain
@@ -184,8 +185,8 @@ class Compose:
     words); where another sentence is closer by `margin`, the decoder copies again from that
     one. A sentence cut by the passage's end is completed from the next passage."""
 
-    def __init__(self, encoder, reader: Read, store, settings: Settings):
-        self.encoder, self.reader, self.store = encoder, reader, store
+    def __init__(self, encoder, reader: Read, next_chunk, settings: Settings):
+        self.encoder, self.reader, self.next_chunk = encoder, reader, next_chunk
         self.margin, self.word_weight = settings.sentence_margin, settings.sentence_word_weight
 
     def run(self, q: Question) -> None:
@@ -229,8 +230,7 @@ class Compose:
         announces = last.endswith((":", "："))
         if not (comp.unfinished(last) or announces) or not " ".join(cited.text.split()).endswith(last):
             return
-        with self.store.snapshot() as snap:
-            following = snap.next_chunk(cited.chunk_id)
+        following = self.next_chunk(cited.chunk_id)
         if following is None or (following.page, following.heading) != (cited.page, cited.heading):
             return
         tail = following.text[max(0, cited.hit.end - following.start):] if following.start < cited.hit.end \
@@ -254,8 +254,8 @@ class Judge:
     prompt the span was copied with (llama.cpp's cache holds it). A backend that cannot score
     (transformers) gets the model fitted without the decoder's signals."""
 
-    def __init__(self, decoder, reader: Read, language: str):
-        self.decoder, self.reader, self.language = decoder, reader, language
+    def __init__(self, decoder, reader: Read, model_key: str):
+        self.decoder, self.reader, self.model_key = decoder, reader, model_key
 
     def run(self, q: Question) -> None:
         made, hits = q.composed, q.hits
@@ -265,49 +265,60 @@ class Judge:
              "margin": hits[0].score - hits[1].score if len(hits) > 1 else None,
              "support": made.support, "overruled": float(bool(q.respanned)), "short_empty": float(not made.short),
              **conf.text_signals(q.text, made.short, made.supporting)}
-        scorer = getattr(self.decoder, "score", None)
-        if scorer is not None and q.copied and q.passages:
+        if q.copied and q.passages:
             alternatives = [c for c in conf.candidates(q.text, made.supporting or [q.copied])
                             if c.lower() != q.copied.lower()]
             passages = [(q.passages[0][0], q.respanned)] if q.respanned else q.passages
             messages = build_messages(q.text, passages, self.reader.abstains(q), self.reader.grounded)
-            scores = scorer(messages, "Answer:", [q.copied, conf.UNKNOWN, *alternatives])
+            scores = self.decoder.score(messages, "Answer:", [q.copied, conf.UNKNOWN, *alternatives])
             if scores and scores[0]:
                 s.update(conf.decoder_signals(q.copied, alternatives, scores), alternatives=alternatives,
                          scores=scores)
                 short, q.confidence = conf.choose(q.text, made.short, alternatives, scores, made.supporting, s,
-                                                  self.language)
+                                                  self.model_key)
                 if short != made.short:  # a likelier candidate of the same sentences
                     s["greedy_short"], made.short = made.short, short
                     made.short_first = comp.leads(short, made.said, q.text)
         if q.confidence is None:
-            q.confidence = conf.probability(s, self.language)
+            q.confidence = conf.probability(s, self.model_key)
         q.signals = s
         q.timer.mark("judged_ms")
 
 
 class AnswerPipeline:
-    """The stages wired for one index and its settings. `stream(question)` yields `Draft`
-    events, then the `Answer`."""
+    """The stages wired for one index from its parts; `stream(question)` yields `Draft`
+    events, then the `Answer`. Nothing here knows the `RAG` facade: it is built from
 
-    def __init__(self, rag):
-        s = rag.settings
-        self.settings, self.rag = s, rag
-        self.english_only = s.encoder.lower() == ENGLISH.lower()
-        self.retrieve = Retrieve(rag.search, rag.translated_query, s.diverse, reads_translation=self.english_only)
-        self.min_score = rag.min_score
-        self.language = conf.language(s.encoder, rag.generator_name)  # each decoder's answers have their own fit
+    - `retriever`: `search(query, k, mode, diverse, asked)`, `is_empty()`, `next_chunk(id)`
+      (retrieve.Retriever), or None where there is no index yet;
+    - `translate`: query -> its translation for search, or None (retrieve.QueryTranslator);
+    - `decoder`: a function that returns the decoder, called only for a question that gets
+      past retrieval (models.decoders.load_decoder: loaded once per process);
+    - `encoder`: `similarities(question, texts)` for the sentence check;
+    - the encoder's and the decoder's profiles (models.catalog) and the settings."""
+
+    def __init__(self, retriever, translate, decoder, encoder, encoder_profile: EncoderProfile,
+                 decoder_profile: DecoderProfile, settings: Settings):
+        s = self.settings = settings
+        self.retriever, self.encoder, self._decoder = retriever, encoder, decoder
+        self.english_only = not encoder_profile.multilingual
+        self.retrieve = Retrieve(retriever, translate, s.diverse, reads_translation=self.english_only)
+        self.min_score = encoder_profile.min_score if s.min_score is None else s.min_score
+        # each decoder's answers have their own confidence fit, on each encoder's scale
+        self.model_key = conf.model_key(encoder_profile.confidence, decoder_profile.family)
+        self.abstain = decoder_profile.abstains if s.abstain == "auto" else s.abstain in TRUE
+        self.answer_k = decoder_profile.answer_k if s.answer_k is None else s.answer_k
         self._reader = None
 
     @property
     def reader(self) -> Read:
         """The decoder is loaded only for a question that gets past retrieval."""
         if self._reader is None:
-            self._reader = Read(self.rag.generator, self.settings, self.rag.abstains)
+            self._reader = Read(self._decoder(), self.settings, self.abstain, self.answer_k)
         return self._reader
 
     def stream(self, q: Question) -> Iterator[Draft | Answer]:
-        if self.rag.index_is_empty():
+        if self.retriever is None or self.retriever.is_empty():
             q.empty_index = True
             q.timer.mark("retrieve_ms")
         else:
@@ -318,9 +329,9 @@ class AnswerPipeline:
             if self.refusal(q) is None:
                 Cite(reader.copy).run(q)
                 if reader.copy:
-                    Compose(self.rag.encoder, reader, self.rag.store, self.settings).run(q)
+                    Compose(self.encoder, reader, self.retriever.next_chunk, self.settings).run(q)
                     if self.refusal(q) is None:
-                        Judge(reader.decoder, reader, self.language).run(q)
+                        Judge(reader.decoder, reader, self.model_key).run(q)
         yield self.answer(q)
 
     def refusal(self, q: Question) -> str | None:

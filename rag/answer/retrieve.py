@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from rag.answer.translate import needs_translation
 from rag.core.records import Hit
-from rag.core.settings import Settings
+from rag.core.settings import MODES, Settings
 from rag.index.store import Snapshot, Store
 from rag.language.text import clean
+from rag.models.catalog import EncoderProfile, encoder_profile
 from rag.models.encoder import Encoder
-
-MODES = ("dense", "keyword", "hybrid")
-
 
 # `diverse` drops near-copies from a list this many times longer than asked for
 # (boilerplate repeated across files: three copies of one passage were the worst seen).
@@ -23,27 +22,37 @@ KEYWORD_DEPTH = 4
 
 
 class Retriever:
-    def __init__(self, store: Store, encoder: Encoder, settings: Settings | None = None):
-        self.store, self.encoder = store, encoder
-        settings = settings or Settings()
+    """Dense, keyword and hybrid search over one index (its store and its encoder), with the
+    numbers of the encoder's profile (models.catalog) unless the settings name others."""
+
+    def __init__(self, store: Store, encoder: Encoder, settings: Settings, profile: EncoderProfile | None = None):
+        self.store, self.encoder, self.settings = store, encoder, settings
+        profile = profile or encoder_profile(getattr(encoder, "name", ""))
         self.candidates = settings.candidates
-        self.fusion_weight = settings.fusion_weight
-        from rag.models.catalog import ENGLISH, fusion_weight
+        # how much the index's own encoder earns against BM25
+        self.fusion_weight = profile.fusion_weight if settings.fusion_weight is None else settings.fusion_weight
+        self.multilingual = profile.multilingual  # it reads a question in any language itself (see `search`)
 
-        if self.fusion_weight is None:  # how much the index's own encoder earns against BM25
-            self.fusion_weight = fusion_weight(getattr(encoder, "name", ""))
-        # a multilingual encoder reads a question in any language itself (see `search`)
-        self.multilingual = getattr(encoder, "name", "").lower() != ENGLISH.lower()
+    def is_empty(self) -> bool:
+        return self.store.is_empty()
 
-    def search(self, query: str, k: int = Settings.k, mode: str = Settings.mode, diverse: bool = False,
+    def next_chunk(self, chunk_id: int):
+        """The chunk that follows `chunk_id` in its document, or None (a cut sentence's end)."""
+        with self.store.snapshot() as snap:
+            return snap.next_chunk(chunk_id)
+
+    def search(self, query: str, k: int | None = None, mode: str | None = None, diverse: bool = False,
                asked: str | None = None) -> list[Hit]:
-        """The k best passages. `diverse`: skip near-copies of a passage already chosen, so
-        k passages say k different things (MMR's aim, without its tuning). `asked`: the
-        question in its own language when `query` is its translation; hybrid search counts
-        its keyword matches too (passages in the question's language, in an English index).
-        A multilingual encoder's dense search reads `asked`, not the translation: a 1.5B
-        model's Hindi or Arabic is worse than the question (XQuAD English questions over
-        Hindi paragraphs, dense r@5 0.53 on the translation, 0.95 as asked; docs/benchmarks.md)."""
+        """The k best passages (k and mode: the settings' unless given). `diverse`: skip
+        near-copies of a passage already chosen, so k passages say k different things (MMR's
+        aim, without its tuning). `asked`: the question in its own language when `query` is
+        its translation; hybrid search counts its keyword matches too (passages in the
+        question's language, in an English index). A multilingual encoder's dense search reads
+        `asked`, not the translation: a 1.5B model's Hindi or Arabic is worse than the question
+        (XQuAD English questions over Hindi paragraphs, dense r@5 0.53 on the translation, 0.95
+        as asked; docs/benchmarks.md)."""
+        k = self.settings.k if k is None else k
+        mode = self.settings.mode if mode is None else mode
         query = clean(query)  # invisible characters split words, as they did in the indexed text
         if diverse:
             hits = []
@@ -159,3 +168,23 @@ def fuse(dense: dict[int, float], keyword: dict[int, float], ids, weight: float,
 
 def _jaccard(a: set, b: set) -> float:
     return len(a & b) / max(1, len(a | b))
+
+
+class QueryTranslator:
+    """What search reads for a query, in the index's language: a question in another script
+    than the index's, or one whose words the index mostly lacks, is translated (translate.py);
+    None where it is searched as asked. `translator` is None where nothing is translated."""
+
+    def __init__(self, translator, store: Store):
+        self.translator, self.store = translator, store
+
+    def __call__(self, query: str) -> str | None:
+        translator = self.translator
+        if translator is None or not query.strip():
+            return None
+
+        def coverage():
+            with self.store.snapshot() as snap:
+                return snap.coverage(clean(query))
+
+        return translator(query) if needs_translation(query, translator.language, coverage) else None

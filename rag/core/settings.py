@@ -7,14 +7,17 @@ keyword arguments (the CLI's flags)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from rag.core.errors import BadSetting
+
+MODES = ("dense", "keyword", "hybrid")  # retrieval: FAISS, SQLite FTS5 BM25, or both fused
 
 
 @dataclass
@@ -31,6 +34,13 @@ class Settings:
     # else -0.5B, else off (models.choose_translator) | off | any generator name, FILE or openai:MODEL
     translator: str = "auto"
     device: str = "auto"  # auto | cpu | cuda
+    # This machine (read where no Settings is at hand through `configured()`: rag/core/paths.py)
+    threads: int = 0  # cores for the encoder, decoder and OCR; 0: every core this process may use (a Ray worker: its share)
+    model_cache: str = "~/.cache/rag"  # what rag derives from the bundled models (assembled GGUF, converted e5, ONNX)
+    allow_downloads: bool = False  # fetch a model name from the Hugging Face hub (never, unless this is on)
+    # The doors
+    index: str = "default"  # the index the CLI and the web page use without --index (a name under indexes/ or a path)
+    api_key: str = field(default="", repr=False)  # `rag ask --server`: the key a `rag serve` wants (never a flag: `ps` shows those)
     # auto: PyTorch on a GPU; on a CPU with native bf16 (AVX512_BF16, AMX) OpenVINO bf16 for ingest
     # batches, else int8 ONNX Runtime for passages (questions fp32) | onnx-openvino | onnx-int8 | onnx | torch
     encoder_runtime: str = "auto"
@@ -75,7 +85,9 @@ class Settings:
     min_confidence: float = 0.06  # answers less likely right than this -> "the documents may not say this" (benchmarks/abstain.py: the most abstention with <= 5% false "not found" on SQuAD v1.1, v2.0 and CMRC)
     abstain: str = "auto"  # on | off | auto: a second example answers "unknown" (on for Gemma, measured)
     diverse: bool = True  # ask: sources are not near-copies of each other
-    answer_k: int = 1  # passages in the decoder's prompt (measured best for the tiny default decoders)
+    # passages in the decoder's prompt; None: the decoder's profile (models.catalog: 1 for the tiny
+    # local decoders, measured best; several for a chat model behind openai:)
+    answer_k: int | None = None
 
     def __post_init__(self):
         """Every Settings is valid, however it was made (defaults, rag.toml, RAG_*, arguments,
@@ -123,6 +135,24 @@ class Settings:
         return cls(**typed).replace(**overrides)
 
 
+def configured() -> Settings:
+    """The settings rag.toml and RAG_* give this process, for code with no Settings at hand
+    (paths.cache_dir and cpu_count, the model catalog, the HTTP client). Loaded once, and again
+    when a RAG_* variable, the working directory's rag.toml or the file RAG_CONFIG names changes."""
+    config = Path(os.environ.get("RAG_CONFIG", "rag.toml"))
+    try:
+        stat = config.stat()
+        stamp = (str(config.resolve()), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        stamp = None
+    return _configured(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("RAG_"))), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _configured(environment: tuple, config: tuple | None) -> Settings:
+    return Settings.load()
+
+
 # --- validation ---------------------------------------------------------------------------
 
 INF = math.inf
@@ -135,6 +165,7 @@ RANGES: dict[str, tuple] = {
     "max_chunks_per_file": (1, 100_000_000),
     "encode_batch_size": (1, 65536), "commit_every_chunks": (1, 10**12), "ray_cpus_per_worker": (1, 4096),
     "ann_threshold": (1, 10**12),
+    "threads": (0, 4096),
     "k": (1, 1000), "fusion_weight": (0.0, 1.0), "candidates": (1, 100_000),
     "request_timeout": (0.001, 86400.0), "answer_timeout": (0.001, 86400.0), "max_tokens": (1, 1_000_000), "context_window": (16, 10_000_000),
     "temperature": (0.0, 2.0), "min_score": (-1.0, 1.0), "sentence_margin": (0.0, 2.0),
@@ -142,7 +173,7 @@ RANGES: dict[str, tuple] = {
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "encoder_runtime": ("auto", "onnx-openvino", "onnx-int8", "onnx", "torch"),
-    "mode": ("dense", "keyword", "hybrid"),
+    "mode": MODES,
     "backend": ("auto", "llama.cpp", "transformers", "openai"),
     "abstain": ("auto", "on", "off", "1", "0", "true", "false", "yes", "no"),
 }
@@ -151,6 +182,8 @@ PATTERNS: dict[str, tuple[str, str]] = {  # name -> (regex, what it means)
     "openai_base_url": (r"https?://\S+", "an http:// or https:// address"),
 }
 TRUE, FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+# settings whose default is None ("decided per model") and whose values are not plain numbers
+OPTIONAL_KINDS: dict[str, type] = {"answer_k": int}
 _DEFAULTS: dict = {}
 
 
@@ -169,7 +202,7 @@ def check(name: str, value):
     """`value` (from TOML, the environment or Python) as the type of setting `name`, or
     BadSetting naming the setting, the value and what is allowed."""
     default = _default(name)
-    kind = float if default is None or isinstance(default, float) else type(default)
+    kind = OPTIONAL_KINDS.get(name, float) if default is None else float if isinstance(default, float) else type(default)
     if default is None and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))):
         return None
     bad = lambda allowed: BadSetting(f"setting {name} = {_show(value)}: must be {allowed}")  # noqa: E731
@@ -180,8 +213,9 @@ def check(name: str, value):
             return value.strip().lower() in TRUE
         raise bad("true or false (1/0, yes/no, on/off)")
     if kind is str:
-        if not isinstance(value, str) or not value.strip():
-            raise bad("a non-empty string" if name not in CHOICES else "one of " + ", ".join(CHOICES[name]))
+        if not isinstance(value, str) or not (value.strip() or default == ""):  # "": may be empty (api_key)
+            raise bad("a string" if default == "" else "a non-empty string" if name not in CHOICES
+                      else "one of " + ", ".join(CHOICES[name]))
         value = value.strip()
         if name in CHOICES and value.lower() not in CHOICES[name]:
             raise bad("one of " + ", ".join(CHOICES[name]))

@@ -19,38 +19,82 @@ ENCODER_ALIASES = {
 }
 
 
-# Prompt options measured per bundled decoder (benchmarks/answers.py, README): the "unknown"
-# example raised Gemma's SQuAD F1 (0.351 -> 0.356, v2.0 answerable 0.339 -> 0.384) and sank
-# SmolLM2's (0.291 -> 0.147: it answered "unknown" to 57% of answerable questions).
-ABSTAINS_WELL = {"gemma3", "gemma3-270m"}
-
-
 ENGLISH = "all-MiniLM-L6-v2"
 MULTILINGUAL = "multilingual-e5-small"
-
-# Top-passage cosine below which a question is "not found", per encoder: each encoder has
-# its own scale (e5's cosines sit between 0.7 and 0.95). Calibration tables in the README
-# (benchmarks/not_found.py): e5 at 0.80 wrongly refused none of 500 CMRC questions and caught
-# 91% of off-topic ones; 0.86+ would start refusing English questions on an e5 index.
-MIN_SCORE = {"all-minilm-l6-v2": 0.20, MULTILINGUAL: 0.80}
-DEFAULT_MIN_SCORE = 0.20
+GEMMA = "gemma3-270m"
 
 
-def min_score(encoder: str) -> float:
-    return MIN_SCORE.get(encoder.lower(), DEFAULT_MIN_SCORE)
+@dataclass(frozen=True)
+class EncoderProfile:
+    """What rag knows of an encoder, each number measured (the comments below say where). Every
+    rule that depends on the index's encoder reads it from here, nowhere else."""
+    name: str
+    multilingual: bool  # reads questions and passages in many languages (False: English only)
+    min_score: float  # top-passage cosine below which a question is "not found" (its own scale)
+    fusion_weight: float  # hybrid search: weight of the rescaled cosine against BM25
+    confidence: str  # which fitted confidence model its answers get (rag/answer/confidence.py)
 
 
-# Hybrid search's weight of the rescaled cosine against BM25, per encoder: the better the
-# encoder against keyword search, the more it gets. MiniLM is weaker than BM25 on English
-# (SQuAD dense r@1 0.64 against 0.78): 0.4, best on SQuAD's and COVID-QA's tuning halves; e5
-# is as strong as BM25 or stronger: 0.6, best on CMRC's tuning half (docs/benchmarks.md#fusion),
-# and at 0.4 hybrid fell under dense alone in German, Russian and Hindi (XQuAD, README table).
-FUSION_WEIGHT = {"all-minilm-l6-v2": 0.4, MULTILINGUAL: 0.6}
-DEFAULT_FUSION_WEIGHT = 0.4
+# min_score: each encoder has its own scale (e5's cosines sit between 0.7 and 0.95). Calibration
+# tables in the README (benchmarks/not_found.py): e5 at 0.80 wrongly refused none of 500 CMRC
+# questions and caught 91% of off-topic ones; 0.86+ would start refusing English questions on an
+# e5 index.
+# fusion_weight: the better the encoder against keyword search, the more it gets. MiniLM is
+# weaker than BM25 on English (SQuAD dense r@1 0.64 against 0.78): 0.4, best on SQuAD's and
+# COVID-QA's tuning halves; e5 is as strong as BM25 or stronger: 0.6, best on CMRC's tuning half
+# (docs/benchmarks.md#fusion), and at 0.4 hybrid fell under dense alone in German, Russian and
+# Hindi (XQuAD, README table).
+# confidence: cosines have each encoder's own scale, so the multilingual encoder's index has its
+# own fit ("zh", on CMRC), every other the English one's ("en", on SQuAD with MiniLM).
+ENCODERS = {
+    ENGLISH.lower(): EncoderProfile(ENGLISH, multilingual=False, min_score=0.20, fusion_weight=0.4, confidence="en"),
+    MULTILINGUAL: EncoderProfile(MULTILINGUAL, multilingual=True, min_score=0.80, fusion_weight=0.6, confidence="zh"),
+}
+ENCODER_NAMES = {"sentence-transformers/all-minilm-l6-v2": ENGLISH.lower(),
+                 "intfloat/multilingual-e5-small": MULTILINGUAL}
 
 
-def fusion_weight(encoder: str) -> float:
-    return FUSION_WEIGHT.get(encoder.lower(), DEFAULT_FUSION_WEIGHT)
+def encoder_profile(name: str) -> EncoderProfile:
+    """The profile of encoder `name` ("auto" is the English model until a first ingest decides).
+    An encoder rag has not measured is taken to read many languages, with the English model's
+    numbers (an e5 model gets the multilingual one's confidence fit)."""
+    key = ENGLISH.lower() if name.lower() == "auto" else ENCODER_NAMES.get(name.lower(), name.lower())
+    if key in ENCODERS:
+        return ENCODERS[key]
+    english = ENCODERS[ENGLISH.lower()]
+    return EncoderProfile(name, multilingual=True, min_score=english.min_score, fusion_weight=english.fusion_weight,
+                          confidence="zh" if "e5" in key else "en")
+
+
+@dataclass(frozen=True)
+class DecoderProfile:
+    """What rag knows of a decoder (the reader that writes the answer), measured."""
+    name: str
+    copies: bool  # a local model copies its answer from the passages; a chat model writes freely
+    answer_k: int  # passages in its prompt
+    abstains: bool  # its prompt shows the "unknown" example (setting abstain = auto)
+    family: str  # its answers' own confidence fit, where one was made ("qwen"), else ""
+
+
+# abstains, measured per bundled decoder (benchmarks/answers.py, README): the "unknown" example
+# raised Gemma's SQuAD F1 (0.351 -> 0.356, v2.0 answerable 0.339 -> 0.384) and sank SmolLM2's
+# (0.291 -> 0.147: it answered "unknown" to 57% of answerable questions).
+ABSTAINS_WELL = {"gemma3", GEMMA}
+# answer_k: one passage was measured best for the tiny local decoders (README); a chat model
+# behind openai: reads as many as are retrieved by default, checking its citations per sentence.
+LOCAL_ANSWER_K = 1
+CHAT_ANSWER_K = 4
+# family: a decoder is sure of its spans on its own scale, so Qwen's answers get their own fit
+# (Gemma's "zh" gave Qwen's CMRC answers 0.37 where 0.59 were right).
+FAMILIES = ("qwen",)
+
+
+def decoder_profile(name: str, backend: str = "auto") -> DecoderProfile:
+    """The profile of decoder `name` (a generator setting: a bundled name, a file, openai:MODEL)."""
+    chat = backend == "openai" or name.lower().startswith("openai:")
+    family = next((f for f in FAMILIES if f in name.lower()), "")
+    return DecoderProfile(name, copies=not chat, answer_k=CHAT_ANSWER_K if chat else LOCAL_ANSWER_K,
+                          abstains=name.lower() in ABSTAINS_WELL, family=family)
 
 
 def choose_encoder(sample: str) -> str:
@@ -59,9 +103,6 @@ def choose_encoder(sample: str) -> str:
     from rag.language.text import looks_english
 
     return ENGLISH if looks_english(sample) else MULTILINGUAL
-
-
-GEMMA = "gemma3-270m"
 
 
 def choose_generator(encoder: str) -> str:
@@ -224,8 +265,10 @@ def assemble(parts: list[Path], target: Path, sha256: str, size: int | None = No
 
 def _check_hub_allowed(name: str) -> None:
     """rag never downloads a model on its own: a name must be local, bundled or already in the
-    Hugging Face cache, unless the user opts in with RAG_ALLOW_DOWNLOADS=1."""
-    if os.environ.get("RAG_ALLOW_DOWNLOADS") == "1" and os.environ.get("HF_HUB_OFFLINE") != "1":
+    Hugging Face cache, unless the user opts in with the allow_downloads setting (RAG_ALLOW_DOWNLOADS=1)."""
+    from rag.core.settings import configured
+
+    if configured().allow_downloads and os.environ.get("HF_HUB_OFFLINE") != "1":  # (Hugging Face's own variable)
         return
     from huggingface_hub import try_to_load_from_cache
 

@@ -18,7 +18,7 @@ from rag.models.catalog import generator_path
 from rag.models.decoders.base import Decoder, LocalModel
 from rag.models.decoders.constraint import CopyConstraint
 
-__all__ = ["Decoder", "LocalModel", "CopyConstraint", "load_decoder"]
+__all__ = ["Decoder", "LocalModel", "CopyConstraint", "load_decoder", "decoder_for"]
 
 _LOADED: dict[tuple, Decoder] = {}
 _LOAD_LOCK = threading.Lock()
@@ -37,6 +37,13 @@ def load_decoder(name: str, backend: str = "auto", device: str = "auto", context
         if key not in _LOADED:
             _LOADED[key] = _make(name, backend, device, context_window, base_url, timeout, deadline)
         return _LOADED[key]
+
+
+def decoder_for(name: str, settings, backend: str | None = None) -> Decoder:
+    """`load_decoder` with the device, context window, model server and timeouts of `settings`."""
+    s = settings
+    return load_decoder(name, backend or s.backend, s.device, s.context_window, s.openai_base_url,
+                        s.request_timeout, s.answer_timeout)
 
 
 def _make(name, backend, device, context_window, base_url, timeout, deadline) -> Decoder:

@@ -42,6 +42,12 @@ class Decoder:
                stop: list[str] | None = None, temperature: float = 0.0, **copy) -> Iterator[str]:
         raise NotImplementedError
 
+    def score(self, messages: list[dict], prefix: str, candidates: list[str]) -> list[list[float]] | None:
+        """Each candidate's token log-probabilities as the reply to `messages` after `prefix`
+        (the confidence's decoder signals), or None where this backend cannot score: the
+        answer then gets the confidence model fitted without them."""
+        return None
+
 
 class LocalModel(Decoder):
     """A model whose weights are in this process; loads on first use or `warm_up()`, once."""
