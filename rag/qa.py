@@ -39,7 +39,7 @@ from rag.models.catalog import (
     encoder_profile,
 )
 from rag.models.decoders import decoder_for
-from rag.models.encoder import Encoder
+from rag.models.encoder import Encoder, load_encoder
 
 
 @dataclass
@@ -98,7 +98,7 @@ class RAG:
         if self._encoder is None:
             s = self.settings
             name = ENGLISH if s.encoder == "auto" else s.encoder  # "auto" is decided at the first ingest
-            self._encoder = Encoder(name, s.device, s.encode_batch_size, s.encoder_runtime)
+            self._encoder = load_encoder(name, s.device, s.encode_batch_size, s.encoder_runtime)
         return self._encoder
 
     @property

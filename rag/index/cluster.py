@@ -149,10 +149,10 @@ class _Worker:
     """A Ray actor: reads, splits and encodes files with models loaded once."""
 
     def __init__(self, settings, encoder_name: str, device: str, threads: int):
-        os.environ["RAG_THREADS"] = str(threads)  # the actor's share of the node's cores
-        from rag.models.encoder import Encoder
+        os.environ["RAG_THREADS"] = str(threads)  # the actor's share of the node's cores: its threads setting
+        from rag.models.encoder import load_encoder
 
-        self.encoder = Encoder(encoder_name, device, settings.encode_batch_size, settings.encoder_runtime)
+        self.encoder = load_encoder(encoder_name, device, settings.encode_batch_size, settings.encoder_runtime)
         self.preparer = Preparer(self.encoder, settings)
         self.encoder.model  # loaded now, before the first files arrive
 

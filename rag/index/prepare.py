@@ -12,7 +12,7 @@ from rag.core.settings import Settings
 from rag.index.chunking import Splitter
 from rag.index.store import FileProblem
 from rag.language.text import looks_english
-from rag.models.catalog import ENGLISH
+from rag.models.catalog import encoder_profile
 from rag.readers.base import Limits
 from rag.readers.documents import read
 
@@ -35,6 +35,7 @@ class Preparer:
         self.splitter = Splitter(encoder.tokenizer, settings.chunk_size, settings.chunk_overlap,
                                  settings.max_chunk_chars)
         self.limits = limits(settings)
+        self.english_only = not encoder_profile(encoder.name).multilingual
         self.skipped_pages: list[FileProblem] = []  # pages a reader could not read (a scan without OCR)
         self.foreign: list[str] = []  # files not in English, read into an English-only encoder's index
 
@@ -43,7 +44,7 @@ class Preparer:
         `max_chunks_per_file`: bounded work per file)."""
         doc = read(path, data, self.limits)
         self.skipped_pages += [FileProblem(f"{path}, page {page}", why) for page, why in doc.skipped]
-        if self.encoder.name.lower() == ENGLISH.lower() and not looks_english(doc.text[:LANGUAGE_SAMPLE_CHARS]):
+        if self.english_only and not looks_english(doc.text[:LANGUAGE_SAMPLE_CHARS]):
             self.foreign.append(str(path))
         chunks = self.splitter.split(doc, self.settings.max_chunks_per_file)
         if not chunks:

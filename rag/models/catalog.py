@@ -22,6 +22,7 @@ ENCODER_ALIASES = {
 ENGLISH = "all-MiniLM-L6-v2"
 MULTILINGUAL = "multilingual-e5-small"
 GEMMA = "gemma3-270m"
+FAKE = "fake"  # the fake encoder and decoder of tests (models/fakes.py), selectable by name
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class EncoderProfile:
 ENCODERS = {
     ENGLISH.lower(): EncoderProfile(ENGLISH, multilingual=False, min_score=0.20, fusion_weight=0.4, confidence="en"),
     MULTILINGUAL: EncoderProfile(MULTILINGUAL, multilingual=True, min_score=0.80, fusion_weight=0.6, confidence="zh"),
+    # the tests' bag-of-words encoder (models/fakes.py): its cosines are word overlaps, lower than a model's
+    FAKE: EncoderProfile(FAKE, multilingual=True, min_score=0.05, fusion_weight=0.4, confidence="en"),
 }
 ENCODER_NAMES = {"sentence-transformers/all-minilm-l6-v2": ENGLISH.lower(),
                  "intfloat/multilingual-e5-small": MULTILINGUAL}

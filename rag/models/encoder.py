@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.core.paths import cache_dir, cpu_count
-from rag.models.catalog import encoder_path
+from rag.models.catalog import FAKE, encoder_path
 from rag.models.device import openvino_bf16, pick_device
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,16 @@ class Encoder:
                 del self._queries[next(iter(self._queries))]  # the oldest
             self._queries[text] = vector
         return vector
+
+
+def load_encoder(name: str, device: str = "auto", batch_size: int = 64, runtime: str = "auto"):
+    """The encoder called `name`: a real one (its model loads on first use), or for "fake"
+    the tests' deterministic one (models/fakes.py)."""
+    if name == FAKE:
+        from rag.models.fakes import FakeEncoder
+
+        return FakeEncoder()
+    return Encoder(name, device, batch_size, runtime)
 
 
 def _prompts(root: Path) -> dict:

@@ -14,7 +14,7 @@ import importlib.util
 import threading
 
 from rag.core.errors import RagError
-from rag.models.catalog import generator_path
+from rag.models.catalog import FAKE, generator_path
 from rag.models.decoders.base import Decoder, LocalModel
 from rag.models.decoders.constraint import CopyConstraint
 
@@ -47,6 +47,10 @@ def decoder_for(name: str, settings, backend: str | None = None) -> Decoder:
 
 
 def _make(name, backend, device, context_window, base_url, timeout, deadline) -> Decoder:
+    if name == FAKE:  # the tests' scripted decoder (models/fakes.py)
+        from rag.models.fakes import FakeDecoder
+
+        return FakeDecoder(n_ctx=context_window)
     if backend == "openai":
         from rag.models.decoders.openai_chat import ChatServer
 
