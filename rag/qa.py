@@ -19,7 +19,6 @@ from rag.core.settings import Settings
 from rag.index import uploads
 from rag.index.cluster import connect
 from rag.index.ingest import Ingestor, IngestReport, absolute, sample_text, under
-from rag.index.prepare import limits
 from rag.index.store import (
     DocumentInfo,
     FileProblem,
@@ -40,6 +39,7 @@ from rag.models.catalog import (
 )
 from rag.models.decoders import decoder_for
 from rag.models.encoder import Encoder, load_encoder
+from rag.readers.base import Limits
 
 
 @dataclass
@@ -207,7 +207,7 @@ class RAG:
         with self._lock:
             if not is_index_dir(self.root):
                 if self.settings.encoder == "auto":
-                    sample = sample_text(paths, limits(self.settings))
+                    sample = sample_text(paths, Limits.of(self.settings))
                     self.settings = self.settings.replace(encoder=choose_encoder(sample))
                     self._encoder = None
                     self._forget()

@@ -22,10 +22,6 @@ log = logging.getLogger(__name__)
 LANGUAGE_SAMPLE_CHARS = 20_000
 
 
-def limits(settings: Settings) -> Limits:
-    return Limits(settings.max_inflated_mb, settings.max_text_mb, settings.max_json_depth, settings.max_ocr_seconds)
-
-
 class Preparer:
     """Reads and splits files for one index's encoder and settings, and keeps what it passed
     over: pages a reader could not read, and files not in English for an English-only encoder."""
@@ -34,7 +30,7 @@ class Preparer:
         self.encoder, self.settings = encoder, settings
         self.splitter = Splitter(encoder.tokenizer, settings.chunk_size, settings.chunk_overlap,
                                  settings.max_chunk_chars)
-        self.limits = limits(settings)
+        self.limits = Limits.of(settings)
         self.english_only = not encoder_profile(encoder.name).multilingual
         self.skipped_pages: list[FileProblem] = []  # pages a reader could not read (a scan without OCR)
         self.foreign: list[str] = []  # files not in English, read into an English-only encoder's index

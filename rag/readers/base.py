@@ -5,9 +5,13 @@ limits one file may expand to, text decoding, and safe access to zip archives an
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from rag.core.errors import UnreadableFile
+from rag.core.settings import Settings
+
+# Every limit's default is the setting of the same name (rag/core/settings.py): one default each.
+_SETTING = {f.name: f.default for f in fields(Settings)}
 
 
 @dataclass(frozen=True)
@@ -16,10 +20,15 @@ class Limits:
     Defaults are far above real documents (the 5,000-page PDF held) and far below what
     exhausts a 2-core, 24 GB machine."""
 
-    max_inflated_mb: float = 256.0  # any archive member (.docx parts) once decompressed
-    max_text_mb: float = 64.0  # text extracted from one file
-    max_json_depth: int = 64  # nesting of JSON values
-    max_ocr_seconds: float = 300.0  # OCR of one file's pages; pages past it are reported skipped
+    max_inflated_mb: float = _SETTING["max_inflated_mb"]  # any archive member (.docx parts) once decompressed
+    max_text_mb: float = _SETTING["max_text_mb"]  # text extracted from one file
+    max_json_depth: int = _SETTING["max_json_depth"]  # nesting of JSON values
+    max_ocr_seconds: float = _SETTING["max_ocr_seconds"]  # OCR of one file's pages; pages past it are reported skipped
+
+    @classmethod
+    def of(cls, settings: Settings) -> "Limits":
+        """The limits a Settings object sets."""
+        return cls(settings.max_inflated_mb, settings.max_text_mb, settings.max_json_depth, settings.max_ocr_seconds)
 
     def check_text(self, n_chars: int) -> None:
         if n_chars > self.max_text_mb * 2**20:
