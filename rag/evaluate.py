@@ -15,7 +15,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag.core.errors import BadDataset
+from rag.core.errors import BadDataset, RagError
+from rag.core.present import plain
+from rag.index.store import is_index_dir
+from rag.language.text import characters, unspaced
+from rag.qa import RAG
 
 
 @dataclass
@@ -214,8 +218,6 @@ def answer_units(text: str, chinese: bool) -> list[str]:
     """What F1 counts: SQuAD's normalised words, or for a gold answer in a script without
     spaces its characters (each CJK or Thai character, each English word or number,
     punctuation dropped)."""
-    from rag.language.text import characters
-
     return characters(text) if chinese else normalize_answer(text).split()
 
 
@@ -229,8 +231,6 @@ def _chinese(prediction: str, truth: str) -> bool:
     """Score by characters when either side is in a script without spaces, Chinese,
     Japanese, Thai (CMRC's rule: its answers include English names, which a Chinese
     prediction wraps in characters without spaces)."""
-    from rag.language.text import unspaced
-
     return unspaced(truth) or unspaced(prediction)
 
 
@@ -278,8 +278,6 @@ def answer_metrics(ask, questions: list[Question], progress: bool = False) -> di
     not-found answer) over unanswerable ones; latency percentiles."""
     from tqdm import tqdm
 
-    from rag.core.present import plain
-
     em, f1, contains, wrong_abstain, first, total = [], [], [], [], [], []
     supported, recall = [], []
     abstain_ok = []
@@ -313,10 +311,6 @@ def answer_metrics(ask, questions: list[Question], progress: bool = False) -> di
 def eval_index(dataset: Dataset, index: str | Path | None = None, progress: bool = False, **settings):
     """The RAG of a dataset's index: `indexes/eval-<name>` unless given, built from the
     dataset's contexts once (and brought up to date when they are its corpus)."""
-    from rag.core.errors import RagError
-    from rag.index.store import is_index_dir
-    from rag.qa import RAG
-
     index = Path(index) if index else Path("indexes") / f"eval-{dataset.name}"
     if not is_index_dir(index) or (dataset.contexts and (index / "corpus").is_dir()):
         if not dataset.contexts:

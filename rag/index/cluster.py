@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rag.core.errors import RagError
+from rag.core.paths import cpu_count
 from rag.index.prepare import Preparer, embedded, reason
 
 FILES_PER_TASK = 4  # files one actor call reads and encodes together (small: results stream back early)
@@ -56,8 +57,6 @@ def connect(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> None:
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")  # its per-run INFO lines are not the user's business
     if ray.is_initialized():
         return
-    from rag.core.paths import cpu_count
-
     if address and address not in ("local", "auto"):
         _reachable(address, timeout)
     kwargs = {"address": address} if address else {"address": "local", "num_cpus": cpu_count(), "include_dashboard": False}

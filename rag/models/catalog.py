@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rag.core.errors import ModelNotFound
 from rag.core.paths import cache_dir, package_dir
+from rag.language.text import looks_english
 from rag.models import e5
 
 # Short names for the models that ship inside PyPI packages.
@@ -103,8 +104,6 @@ def decoder_profile(name: str, backend: str = "auto") -> DecoderProfile:
 def choose_encoder(sample: str) -> str:
     """The encoder for a new index whose documents read like `sample`: the English model when
     the text is in Latin script and reads as English, the multilingual one otherwise."""
-    from rag.language.text import looks_english
-
     return ENGLISH if looks_english(sample) else MULTILINGUAL
 
 

@@ -16,6 +16,7 @@ import io
 import time
 
 from rag.core.errors import UnreadableFile
+from rag.core.paths import cpu_count
 from rag.readers.base import Limits, Section
 
 LOW_CONFIDENCE = 0.6  # a line the recognizer scores under this is marked (clean pages score > 0.9)
@@ -47,8 +48,6 @@ def _engine():
     import logging
 
     from rapidocr_onnxruntime import RapidOCR
-
-    from rag.core.paths import cpu_count
 
     engine = RapidOCR(intra_op_num_threads=cpu_count(), inter_op_num_threads=1)
     logging.getLogger("RapidOCR").setLevel(logging.ERROR)
