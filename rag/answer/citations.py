@@ -10,12 +10,12 @@ import re
 from rag.answer.compose import sentences
 from rag.core.present import MARKER, strip_markers
 from rag.core.records import Hit, Sentence, Source
-from rag.language.text import content_words, has_cjk, words
+from rag.language.text import words
 
 
 def _words(text: str) -> set[str]:
-    """Words for overlap: English ones over two letters, every Chinese word."""
-    return {w for w in words(text) if len(w) > 2 or has_cjk(w)}
+    """The words an answer and a passage are compared on (text.words' "cite")."""
+    return set(words(text, "cite"))
 
 
 def cite_span(span: str, passages: list[tuple[Hit, str]]) -> list[Source]:
@@ -72,8 +72,8 @@ def evidence(answer: str, passage: str) -> str:
 
 def supported_by(sentence: str, passage: str, threshold: float = 0.5) -> bool:
     """Does the passage support the sentence: most of its content words are in it."""
-    wanted = set(content_words(sentence))
-    return bool(wanted) and len(wanted & set(content_words(passage))) >= threshold * len(wanted)
+    wanted = set(words(sentence, "content"))
+    return bool(wanted) and len(wanted & set(words(passage, "content"))) >= threshold * len(wanted)
 
 
 def check_free_answer(text: str, passages: list[str]) -> list[Sentence]:

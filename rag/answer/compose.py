@@ -10,10 +10,32 @@ import re
 from dataclasses import dataclass, field
 
 from rag.core.settings import Settings
-from rag.language.text import content_words, has_cjk
+from rag.language.text import (
+    CLOSE_BRACKET,
+    COLON,
+    COMMA,
+    EXCLAMATION_MARK,
+    FULL_STOP,
+    OPEN_BRACKET,
+    QUESTION_MARK,
+    SEMICOLON,
+    SENTENCE_ENDS,
+    full_width,
+    has_cjk,
+    latin,
+    word_count,
+    words,
+)
 
 # "How many ...", "how long ...": the answer is a quantity.
 HOW_MUCH = r"how (many|much|long|old|far|big|large|tall|high|often|fast|deep|wide)"
+# Questions that ask for a number or a date, in English ("how many", "when", "what year"; in
+# Chinese: ASKS_QUANTITY_ZH, ASKS_TIME_ZH, below). `asks_number` reads both.
+_WHAT_NUMBER = "year|date|number|percentage|percent|amount|age"
+ASKS_NUMBER = re.compile(rf"\b({HOW_MUCH}|when|what ({_WHAT_NUMBER}))\b", re.I)
+# The confidence model's type signal (confidence.type_fit) also counts "what time", "what
+# decade" and "what century": it was fitted so.
+ASKS_NUMBER_OR_PERIOD = re.compile(rf"\b({HOW_MUCH}|when|what ({_WHAT_NUMBER}|time|decade|century))\b", re.I)
 # Questions whose answer is a short fact: the fact is shown first, emphasised.
 FACTOID = re.compile(
     r"^\W*(who|whom|whose|when|where|which|what (year|day|date|time|percentage|percent|number|amount|"
@@ -41,8 +63,10 @@ class Composed:
 
 # A line that is a unit of its own: a heading, a table row, a quote, or the start of a list item.
 _STRUCTURE = re.compile(r"\s*(?:#{1,6}\s|\||>|[-*+]\s|\d+[.)]\s)")
-# (not after an initial: "I. M. Pei")
-_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\s[A-Z]\.)\s+(?=[A-Z0-9\"'(\[`])|(?<=[。！？])")
+# English sentences end at . ? ! before a space and a capital, digit, quote or bracket (not
+# after an initial: "I. M. Pei"); CJK ones at 。？！ anywhere (text.SENTENCE_ENDS).
+_SENTENCE_END = re.compile(rf"(?<=[{re.escape(latin(*SENTENCE_ENDS))}])(?<!\s[A-Z]\.)\s+(?=[A-Z0-9\"'(\[`])"
+                           rf"|(?<=[{full_width(*SENTENCE_ENDS)}])")
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
@@ -87,8 +111,8 @@ def sentences(text: str) -> list[str]:
 
 def overlap(question: str, sentence: str) -> float:
     """Share of the question's content words that the sentence contains."""
-    wanted = set(content_words(question))
-    return len(wanted & set(content_words(sentence))) / len(wanted) if wanted else 0.0
+    wanted = set(words(question, "content"))
+    return len(wanted & set(words(sentence, "content"))) / len(wanted) if wanted else 0.0
 
 
 def is_factoid(question: str) -> bool:
@@ -112,16 +136,20 @@ def usable_short(span: str, question: str) -> str:
     s = re.sub(r"\s*\|\s*", ", ", readable(span)).strip(" ,;:.–—*#")
     if not re.search(r"\w", s):
         return ""
-    asks_number = (re.search(rf"\b({HOW_MUCH}|when|what (year|date|number|percentage|percent|amount|age))\b",
-                             question, re.I) or ASKS_QUANTITY_ZH.search(question) or ASKS_TIME_ZH.search(question))
-    if re.fullmatch(r"\d{1,2}", s) and not asks_number:
+    if re.fullmatch(r"\d{1,2}", s) and not asks_number(question):
         return ""  # "2": the list number in front of the paragraph, not an answer
     if has_cjk(s) or has_cjk(question):
         s = tighten_zh(s, question)
         if not s:
             return ""
-    n_words = len(s) // 2 if has_cjk(s) else len(s.split())
-    return s if n_words <= MAX_SHORT_WORDS else ""
+    return s if word_count(s) <= MAX_SHORT_WORDS else ""
+
+
+def asks_number(question: str, periods: bool = False) -> bool:
+    """Whether the question asks for a number or a date (ASKS_NUMBER, or with `periods`
+    ASKS_NUMBER_OR_PERIOD; in Chinese ASKS_QUANTITY_ZH or ASKS_TIME_ZH)."""
+    english = ASKS_NUMBER_OR_PERIOD if periods else ASKS_NUMBER
+    return bool(english.search(question) or ASKS_QUANTITY_ZH.search(question) or ASKS_TIME_ZH.search(question))
 
 
 # --- Chinese short answers --------------------------------------------------------------------
@@ -150,8 +178,13 @@ TRAILING_ZH = ("的", "了", "之")
 WH_ZH = re.compile(r"什么时候|什么时间|什么地方|什么样的?|什么|哪一[年天个位种本部]|哪[个些里儿位种家国所部条座项年天]|哪|谁|"
                    r"多少|几|何时|何地|何处|何人|何种")
 WHY_HOW_ZH = re.compile(r"为什么|为何|怎么|怎样|如何|什么原因")  # the answer is a clause, not a slot
-_CLAUSE_END_ZH = re.compile(r"[，。；！？（(,;]")
+# where a Chinese answer's clause ends: a comma, semicolon, sentence end or opening bracket
+# (CJK or Latin; not the list comma 、, which stays inside an answer)
+_CLAUSE_END_ZH = re.compile(
+    f"[{full_width(COMMA, FULL_STOP, SEMICOLON, EXCLAMATION_MARK, QUESTION_MARK, OPEN_BRACKET)}"
+    f"{re.escape(latin(OPEN_BRACKET, COMMA, SEMICOLON))}]")
 MIN_ANCHOR = 2  # characters of question context that must be found around the answer
+MAX_ALIGNED_CHARS = 40  # a longer aligned "answer" is a stretch of the sentence, not a slot filled
 
 
 def align_zh(question: str, sentence: str) -> tuple[str, int]:
@@ -190,7 +223,7 @@ def align_zh(question: str, sentence: str) -> tuple[str, int]:
     if unit and ASKS_QUANTITY_ZH.search(m.group(0)) and sentence.startswith(unit.group(0), end):
         end += len(unit.group(0))  # 几站 -> 5站: the measure word belongs to the answer
     answer = re.sub(r"^[\s。，、；：！？）)\]」』”’.,;:!?了着过]+|[\s，、：:,（(]+$", "", sentence[start:end])  # no leading punctuation or particle
-    return (answer, score) if answer and len(answer) <= 40 else ("", 0)
+    return (answer, score) if answer and len(answer) <= MAX_ALIGNED_CHARS else ("", 0)
 
 
 # An aligned answer overrules the decoder's span when this many characters of the question
@@ -240,10 +273,10 @@ def tighten_zh(span: str, question: str) -> str:
 
 def _locate(span: str, passage: str) -> tuple[int, int] | None:
     """Where the span (copied from the passage with its white space collapsed) is in it."""
-    words = span.split()
-    if not words:
+    pieces = span.split()
+    if not pieces:
         return None
-    m = re.search(r"\s+".join(re.escape(w) for w in words), passage)
+    m = re.search(r"\s+".join(re.escape(w) for w in pieces), passage)
     if m is None:
         m = re.search(r"\s*".join(re.escape(c) for c in span.replace(" ", "")), passage)  # Chinese: no spaces
     return (m.start(), m.end()) if m else None
@@ -331,9 +364,15 @@ def compose(span: str, passage: str, question: str, scores: list[float] | None =
     return statement(span, passage, table, choice, question)
 
 
+# what a finished sentence ends with: a sentence end, colon or semicolon (Latin or CJK), a
+# closing bracket or quote
+_FINISHED = re.compile(rf"[{re.escape(latin(*SENTENCE_ENDS, COLON, SEMICOLON, CLOSE_BRACKET))}"
+                       rf"{full_width(*SENTENCE_ENDS, COLON, SEMICOLON)}\]\"'”]$")
+
+
 def unfinished(sentence: str) -> bool:
     """A sentence cut by the end of its passage (no closing punctuation)."""
-    return not re.search(r"[.!?。！？:：;；)\]\"'”]$", sentence.strip())
+    return not _FINISHED.search(sentence.strip())
 
 
 def first_sentence(text: str) -> str:
@@ -342,12 +381,13 @@ def first_sentence(text: str) -> str:
     return " ".join(text[spans[0][0]:spans[0][1]].split()) if spans else ""
 
 
-def length(text: str) -> int:
-    """Words, counting two Chinese characters as one."""
-    return len(text) // 2 if has_cjk(text) else len(text.split())
+length = word_count  # words, counting two Chinese characters as one (text.word_count)
+# The short answer leads the statement only where it is clearly shorter than its sentences:
+# under this share of their words (`leads`).
+LEAD_SHARE = 0.6
 
 
 def leads(short: str, said: list[str], question: str) -> bool:
     """Whether the statement opens with the short answer: a factual question, and a short
     answer clearly shorter than the sentences it stands in."""
-    return bool(is_factoid(question) and short and length(short) < 0.6 * length(" ".join(said)))
+    return bool(is_factoid(question) and short and length(short) < LEAD_SHARE * length(" ".join(said)))

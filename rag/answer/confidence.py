@@ -12,13 +12,27 @@ import math
 import re
 
 from rag.answer.prompt import ABSTAIN
-from rag.language.text import STOPWORDS_EN, STOPWORDS_ZH, has_cjk, segment
+from rag.language.text import (
+    CLAUSE_ENDS,
+    CLOSE_BRACKET,
+    OPEN_BRACKET,
+    SENTENCE_ENDS,
+    STOPWORDS,
+    STOPWORDS_EN,
+    STOPWORDS_ZH,
+    full_width,
+    has_cjk,
+    latin,
+    words,
+)
 
 MAX_CANDIDATES = 10  # alternatives scored per answer (each costs a short decode)
 _MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
 _DATE_EN = re.compile(rf"\b(?:{_MONTH}\s+\d{{1,2}},?\s+\d{{3,4}}|\d{{1,2}}\s+{_MONTH}\s+\d{{3,4}}|{_MONTH}\s+\d{{3,4}})\b")
 _NUMBER_EN = re.compile(r"(?:\$|£|€)?\b\d[\d,.]*(?:\s*(?:%|percent|million|billion|thousand))?(?:\s+[a-z]+)?")
 _NAME_EN = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of|the|de|von|van|and|du|la)\s+[A-Z][\w'’-]*|\s+[A-Z][\w'’-]*)*")
+# tokens of an English text for its phrases: words (an apostrophe or hyphen inside) and each
+# punctuation mark, which ends a phrase (not text.words: it drops the punctuation)
 _WORD_EN = re.compile(r"[\w'’-]+|[^\w\s]")
 
 
@@ -32,7 +46,7 @@ def candidates(question: str, sentences: list[str], limit: int = MAX_CANDIDATES)
     else:
         found = [m.group(0) for pattern in (_DATE_EN, _NUMBER_EN, _NAME_EN) for m in pattern.finditer(text)]
         found += _phrases_en(text)
-    asked = set(re.findall(r"\w+", segment(question).lower()))
+    asked = set(words(question, "plain"))
     out, seen = [], set()
     for c in found:
         c = c.strip(" ,.;:()\"'“”‘’，。；：（）、")
@@ -41,8 +55,8 @@ def candidates(question: str, sentences: list[str], limit: int = MAX_CANDIDATES)
             parts.pop()
         c = " ".join(parts)
         key = c.lower()
-        words = set(re.findall(r"\w+", segment(c).lower()))
-        if not c or key in seen or not words or words <= asked | STOPWORDS_EN | STOPWORDS_ZH:
+        said = set(words(c, "plain"))
+        if not c or key in seen or not said or said <= asked | STOPWORDS:
             continue
         seen.add(key)
         out.append(c)
@@ -62,15 +76,19 @@ def _phrases_en(text: str) -> list[str]:
     return runs
 
 
+# what a Chinese clause candidate ends at: every CJK sentence and clause end, brackets, quotes
+_CLAUSE_ZH = re.compile(f"[{full_width(*SENTENCE_ENDS, *CLAUSE_ENDS, OPEN_BRACKET, CLOSE_BRACKET)}"
+                        f"{re.escape(latin(OPEN_BRACKET, CLOSE_BRACKET))}“”]")
+
+
 def _candidates_zh(question: str, text: str) -> list[str]:
     from rag.answer.compose import DATE_ZH, QUANTITY_ZH, align_zh
 
     found = [align_zh(question, text)[0]]
     found += [m.group(0) for m in DATE_ZH.finditer(text)]
     found += [m.group(0) for m in QUANTITY_ZH.finditer(text) if re.search(r"\d", m.group(0))]
-    words = [w for w in segment(text).split() if has_cjk(w) and len(w) >= 2 and w not in STOPWORDS_ZH]
-    found += words
-    found += [c for c in re.split(r"[，。；！？、：（）()“”]", text) if 2 <= len(c.strip()) <= 12]
+    found += [w for w in words(text, "cjk") if len(w) >= 2 and w not in STOPWORDS_ZH]
+    found += [c for c in _CLAUSE_ZH.split(text) if 2 <= len(c.strip()) <= 12]
     return found
 
 
@@ -96,8 +114,6 @@ def decoder_signals(span: str, alternatives: list[str], scores: list[list[float]
     }
 
 
-_ASKS_NUMBER = re.compile(r"\b(how (many|much|long|old|far|big|large|tall|high|often|fast|deep|wide)|when|"
-                          r"what (year|date|time|percentage|percent|number|amount|age|decade|century))\b", re.I)
 _ASKS_NAME = re.compile(r"^\W*(who|whom|whose|where)\b|\b(in|at|from) (what|which) (country|city|state|place|town|region)\b|\b(what|which) (company|team|country|city|state|person|man|woman)\b",
                         re.I)
 _NUMBERISH = re.compile(rf"\d|{_MONTH}|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|"
@@ -107,9 +123,9 @@ _NUMBERISH = re.compile(rf"\d|{_MONTH}|\b(one|two|three|four|five|six|seven|eigh
 def type_fit(question: str, short: str) -> float:
     """1 when the short answer is of the kind the question asks (a number or date for "how
     many"/"when"/多少/何时, a name for "who"), -1 when it is not, 0 when the question asks no kind."""
-    from rag.answer.compose import ASKS_QUANTITY_ZH, ASKS_TIME_ZH
+    from rag.answer.compose import asks_number
 
-    if _ASKS_NUMBER.search(question) or ASKS_QUANTITY_ZH.search(question) or ASKS_TIME_ZH.search(question):
+    if asks_number(question, periods=True):
         return 1.0 if _NUMBERISH.search(short) else -1.0
     if _ASKS_NAME.search(question):
         return 1.0 if re.search(r"\b[A-Z]", short) else -1.0
@@ -121,8 +137,8 @@ def text_signals(question: str, short: str, supporting: list[str]) -> dict:
     the short answer is of the asked kind, how much of it only repeats the question."""
     from rag.answer.compose import length, overlap
 
-    asked = set(re.findall(r"\w+", segment(question).lower()))
-    said = re.findall(r"\w+", segment(short).lower())
+    asked = set(words(question, "plain"))
+    said = words(short, "plain")
     return {"overlap": overlap(question, " ".join(supporting)) if supporting else None,
             "type_fit": type_fit(question, short) if short else None,
             "repeats": sum(w in asked for w in said) / len(said) if said else None,
@@ -133,19 +149,17 @@ def nearness(question: str, candidate: str, text: str) -> float | None:
     """Words between the candidate and the nearest of the question's content words in the
     supporting text, log-scaled (SQuAD's answers sit next to the question's words); None
     when the candidate is not found in the text."""
-    from rag.language.text import content_words
-
-    words = re.findall(r"\w+", segment(text).lower())
-    cand = re.findall(r"\w+", segment(candidate).lower())
+    found = words(text, "plain")
+    cand = words(candidate, "plain")
     if not cand:
         return None
-    at = next((i for i in range(len(words) - len(cand) + 1) if words[i:i + len(cand)] == cand), None)
+    at = next((i for i in range(len(found) - len(cand) + 1) if found[i:i + len(cand)] == cand), None)
     if at is None:
         return None
-    wanted = set(content_words(question))
-    near = [i for i, w in enumerate(words) if w in wanted and not at <= i < at + len(cand)]
+    wanted = set(words(question, "content"))
+    near = [i for i, w in enumerate(found) if w in wanted and not at <= i < at + len(cand)]
     if not near:
-        return math.log(1 + len(words))
+        return math.log(1 + len(found))
     return math.log(1 + min(at - i if i < at else i - (at + len(cand) - 1) for i in near))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from rag.language.text import STOPWORDS_EN as STOPWORDS
+from rag.language.text import words as split_words
 
 PRONOUNS = {"it": "", "its": "'s", "they": "", "them": "", "their": "'s", "he": "", "him": "",
             "his": "'s", "she": "", "her": "'s", "this": "", "that": ""}
@@ -20,7 +21,7 @@ def rewrite_follow_up(question: str, history: list | None) -> tuple[str, str]:
     previous = [_content(t) for t in history or [] if _role(t) == "user"]
     if not previous:
         return question, question
-    words = re.findall(r"[\w'-]+", previous[-1])
+    words = split_words(previous[-1], "written")  # as written: a capital marks the topic
     topic = []
     for i, w in enumerate(words):
         if i > 0 and w[:1].isupper():

@@ -3,11 +3,21 @@ examples a tiny model copies the form of, and the words a copied answer may not 
 
 from __future__ import annotations
 
-import re
-
 from rag.answer.compose import sentences
 from rag.core.records import Hit
-from rag.language.text import has_cjk, segment
+from rag.language.text import (
+    COMMA,
+    EXCLAMATION_MARK,
+    FULL_STOP,
+    NOT_FIRST,
+    OPEN_BRACKET,
+    QUESTION_MARK,
+    SEMICOLON,
+    full_width,
+    has_cjk,
+    latin,
+    words,
+)
 
 SYSTEM = ("You answer questions using only the numbered passages. Reply with the shortest exact "
           "phrase from the passages that answers the question, then stop.")
@@ -58,9 +68,14 @@ def label(hit) -> str:
     return name + (f", page {hit.page}" if hit.page else "")
 
 
+# The last passage that does not fit whole is cut at a sentence end where this many tokens of
+# it still fit (a useful part); with less room it is left out.
+MIN_CUT_TOKENS = 48
+
+
 def fit_passages(hits: list[Hit], count, budget: int) -> list[tuple[Hit, str]]:
     """Passages in rank order while they fit `budget` tokens; the last one may be cut at a
-    sentence end if a useful part (>= 48 tokens) fits. Fewer whole passages beat a truncated prompt."""
+    sentence end if a useful part (>= MIN_CUT_TOKENS) fits. Fewer whole passages beat a truncated prompt."""
     chosen, used = [], 0
     for hit in hits:
         block = f"[{len(chosen) + 1}] ({label(hit)})\n{hit.text}\n\n"
@@ -70,7 +85,7 @@ def fit_passages(hits: list[Hit], count, budget: int) -> list[tuple[Hit, str]]:
             used += cost
             continue
         room = budget - used
-        if room >= 48:
+        if room >= MIN_CUT_TOKENS:
             kept = ""
             for s in sentences(hit.text):
                 trial = (kept + " " + s).strip()
@@ -83,23 +98,18 @@ def fit_passages(hits: list[Hit], count, budget: int) -> list[tuple[Hit, str]]:
     return chosen
 
 
-# Words a short factual answer almost never starts with (measured: "in", "up", "when" starts
-# were the commonest wrong one-word answers): function words, per language.
-NOT_FIRST_EN = set("""the a an it its this that these those they he she we i in on at by for with from
-to of up and or but as when where which who whom whose what why how while after before during
-into about over than then there here is are was were be been has have had not no yes""".split())
-NOT_FIRST_EN |= {w.capitalize() for w in NOT_FIRST_EN}
-NOT_FIRST_EN -= {"no", "yes", "No", "Yes"}
-NOT_FIRST_ZH = set("""的 了 是 在 和 与 及 或 由 被 把 将 对 从 向 为 以 于 之 其 这 那 也 都 就 而 并 但 有
-它 他 她 我 你 们 个 一种 一个 什么 哪 谁 如何 怎么 为什么""".split())
-NOT_FIRST = NOT_FIRST_EN | NOT_FIRST_ZH
-# Where a copied answer stops: English clause ends, and Chinese ones (which need no space).
-CLAUSE_ENDS = [". ", ", ", "; ", " (", "。", "，", "；", "！", "？", "（"]
+# Where a copied answer stops (the decoder's stop strings): a Latin full stop, comma or
+# semicolon before a space, and an opening bracket after one; the CJK full stop, comma,
+# semicolon, exclamation and question marks and opening bracket, which need no space (not the
+# list comma 、). llama.cpp cuts at the first of these listed that it finds, so the order is
+# kept. The marks: text.SENTENCE_ENDS, text.CLAUSE_ENDS.
+CLAUSE_ENDS = [*(mark + " " for mark in latin(FULL_STOP, COMMA, SEMICOLON)), " " + OPEN_BRACKET.latin,
+               *full_width(FULL_STOP, COMMA, SEMICOLON, EXCLAMATION_MARK, QUESTION_MARK, OPEN_BRACKET)]
 
 
 def avoid_first(question: str) -> str:
-    """Words the answer may not start with: the question's own (Chinese ones as segmented),
-    function words, and punctuation."""
-    words = re.findall(r"[A-Za-z][\w'-]*", question) + [w for w in segment(question).split() if has_cjk(w)]
-    return " ".join(set(words) | {w.capitalize() for w in words} | NOT_FIRST
+    """Words the answer may not start with: the question's own (text.words' "leading"; Chinese
+    ones as segmented), function words (text.NOT_FIRST), and punctuation."""
+    asked = words(question, "leading")
+    return " ".join(set(asked) | {w.capitalize() for w in asked} | NOT_FIRST
                     | set(".,;:()[]'\"-") | set("，。；：（）、“”"))

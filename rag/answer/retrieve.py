@@ -119,7 +119,11 @@ def _trusted_keyword(snap: Snapshot, query: str, depth: int) -> tuple[dict[int, 
 # language than the documents shares only numbers and names with them, and BM25 over those
 # ranked noise first (English questions over Chinese XQuAD: fused r@1 0.57 against dense 0.69
 # before; README table). The bounds sit in the gap between the two cases, every language alike.
-UNCOVERED, COVERED = 0.2, 0.6
+# COVERED is translate.FOREIGN, one number: from that share of its words in the index a
+# question reads as in the index's language.
+from rag.answer.translate import FOREIGN as COVERED  # noqa: E402
+
+UNCOVERED = 0.2
 
 
 def keyword_trust(coverage: float) -> float:

@@ -55,8 +55,11 @@ SAMPLE_PASSAGES = 200  # an index's language is read from this many of its passa
 # be in another language. XQuAD German questions: 83% under it over SQuAD's 2,067 English
 # paragraphs, 94% over XQuAD's 240; questions in the documents' language: none of 1,000 SQuAD
 # ones, 1 of 500 on COVID-QA, 3 of 500 on CMRC, at most 5 of 300 in any XQuAD language. It is
-# the coverage from which keyword search is fully trusted (retrieve.COVERED).
+# also the coverage from which keyword search is fully trusted (retrieve.COVERED is this number).
 FOREIGN = 0.6
+# Tokens a translation may take: two per character of the question and 24 more (a translated
+# question is rarely longer), never more than 160.
+TOKENS_PER_CHAR, EXTRA_TOKENS, MAX_TOKENS = 2, 24, 160
 
 
 def index_language(sample: str, english_only: bool) -> str | None:
@@ -145,7 +148,7 @@ class Translator:
                 return self._cache[question]
         try:
             decoder = self._factory()
-            limit = min(160, 2 * len(question) + 24)  # tokens: a translated question is rarely longer
+            limit = min(MAX_TOKENS, TOKENS_PER_CHAR * len(question) + EXTRA_TOKENS)
             reply = "".join(decoder.stream(messages(question, self.language), max_tokens=limit, stop=["\n"]))
             translated = accept(reply, question, self.language)
         except Exception as e:  # a failed translation costs the cross-language match, not the answer;

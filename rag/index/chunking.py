@@ -9,12 +9,29 @@ import re
 from dataclasses import dataclass
 
 from rag.core.errors import UnreadableFile
-from rag.language.text import clean, clean_with_offsets
+from rag.language.text import (
+    COMMA,
+    EXCLAMATION_MARK,
+    FULL_STOP,
+    LIST_COMMA,
+    QUESTION_MARK,
+    SEMICOLON,
+    clean,
+    clean_with_offsets,
+    full_width,
+    latin,
+)
 from rag.readers.base import Document
 
-# Paragraphs, lines, sentences (Chinese ends 。！？； need no space after them), clauses, words,
-# and characters last. English text never holds the Chinese marks, so it splits as before.
-SEPARATORS = ["\n\n", "\n", "。", "！", "？", ". ", "? ", "! ", "；", "; ", "，", ", ", "、", " ", ""]
+# Paragraphs, lines, sentences (CJK ends need no space after them), clauses, words, and
+# characters last (the marks: text.SENTENCE_ENDS, text.CLAUSE_ENDS). English text never holds
+# the CJK marks, so it splits as before. The splitter tries them in this order: it is part of
+# how every existing index was cut.
+SEPARATORS = ["\n\n", "\n", *full_width(FULL_STOP, EXCLAMATION_MARK, QUESTION_MARK),
+              *(mark + " " for mark in latin(FULL_STOP, QUESTION_MARK, EXCLAMATION_MARK)),
+              SEMICOLON.cjk, SEMICOLON.latin + " ", COMMA.cjk, COMMA.latin + " ", LIST_COMMA.cjk, " ", ""]
+# the marks the splitter can cut at, for a character class
+_MARKS = re.escape("".join(s.strip() for s in SEPARATORS))
 
 
 def _plain_tokenizer(tokenizer):
@@ -71,7 +88,7 @@ class Splitter:
         self._count_short = functools.lru_cache(maxsize=200_000)(self._count)
         # a run this long with neither space nor punctuation is cut before the splitter sees it
         # (its last resort, one character at a time, would make millions of strings)
-        self._run = re.compile(r"[^\s.!?;,。！？；，、]{%d,}" % (max_chars + 1))
+        self._run = re.compile(r"[^\s%s]{%d,}" % (_MARKS, max_chars + 1))
         self._splitter = RecursiveCharacterTextSplitter(
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,

@@ -26,21 +26,18 @@ import re
 import unicodedata
 from functools import cache
 
-from rag.language.text import STOPWORDS, UNSPACED, has_cjk
+from rag.language.text import SCRIPT_TABLE, UNSPACED, is_content, words
 from rag.language.text import segment as cut_cjk
 
 VERSION = 2  # what new indexes are built with
 VERSIONS = (1, 2)
 
-# Scripts without spaces between words other than CJK (which jieba cuts, in rag.text).
+# Scripts without spaces between words other than CJK (which jieba cuts, in rag.language.text).
 NO_SPACES = UNSPACED
 _NO_SPACE_RUN = re.compile(f"[{NO_SPACES}]+")
 
-# Script (first code point, last) -> Snowball stemmer of its main language.
-STEMMED_SCRIPTS = [
-    (0x0370, 0x03FF, "greek"), (0x0400, 0x052F, "russian"), (0x0530, 0x058F, "armenian"),
-    (0x0600, 0x06FF, "arabic"), (0x0900, 0x097F, "hindi"), (0x0B80, 0x0BFF, "tamil"),
-]
+# (first code point, last, Snowball stemmer of its main language) per stemmed script (text.SCRIPT_TABLE).
+STEMMED_SCRIPTS = [(ord(lo), ord(hi), s.stemmer) for s in SCRIPT_TABLE if s.stemmer for lo, hi in s.ranges]
 
 
 @cache
@@ -94,9 +91,10 @@ def index_text(text: str, version: int = VERSION) -> str:
 
 
 def query_words(text: str, version: int = VERSION) -> list[str]:
-    """A question's distinct keyword-index words, stopwords and one-letter words dropped."""
+    """A question's distinct keyword-index words, stopwords and one-letter words dropped
+    (text.is_content)."""
     if version == 1:  # as rag cut questions before: plain \w+ runs
-        words = re.findall(r"\w+", cut_cjk(text).lower())
+        found = words(text, "plain")
     else:
-        words = index_text(text, version).split()
-    return list(dict.fromkeys(w for w in words if w not in STOPWORDS and (len(w) > 1 or has_cjk(w))))
+        found = index_text(text, version).split()
+    return list(dict.fromkeys(w for w in found if is_content(w)))
