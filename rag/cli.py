@@ -14,7 +14,7 @@ import textwrap
 from dataclasses import asdict
 
 from rag.core.errors import RagError
-from rag.core.present import safe, timings_line, where
+from rag.core.present import safe, terminal, timings_line, where
 
 
 def _positive(text: str) -> int:
@@ -27,8 +27,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def _default_index() -> str:
+    """The index a command uses without --index: the `index` setting (RAG_INDEX, rag.toml), else
+    "default". A bad setting is reported when the command loads its settings, not here."""
+    from rag.core.settings import configured
+
+    try:
+        return configured().index
+    except RagError:
+        return "default"
+
+
 def _common(p: argparse.ArgumentParser, json_flag: bool = True) -> None:
-    p.add_argument("--index", "-i", default=os.environ.get("RAG_INDEX", "default"),
+    p.add_argument("--index", "-i", default=_default_index(),
                    help="index name (under indexes/) or path (default: %(default)s)")
     if json_flag:
         p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
@@ -49,7 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
             """))
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_ingest_parser, _search_parser, _ask_parser, _eval_parser, _ui_parser, _index_parsers,
+                _serve_parser):
+        add(sub)
+    return parser
 
+
+def _ingest_parser(sub) -> None:
     p = sub.add_parser("ingest", help="add or update documents (files or folders)",
                        description="Index files and folders; unchanged files are skipped, changed ones "
                                    "re-indexed, vanished ones removed.")
@@ -68,12 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "head:6379) joins one, no ADDRESS starts Ray on this machine; files must be at the "
                         "same path on every node (needs pip install -e '.[ray]')")
 
+
+def _search_parser(sub) -> None:
     p = sub.add_parser("search", help="retrieve the best passages for a query")
     p.add_argument("query")
     _common(p)
     p.add_argument("-k", type=_positive, help="number of passages (default: the k setting, 4)")
     p.add_argument("--mode", choices=["dense", "keyword", "hybrid"], help="retrieval method")
 
+
+def _ask_parser(sub) -> None:
     p = sub.add_parser("ask", help="answer a question from the documents, with numbered sources",
                        description="Streams the answer as it is generated, then the numbered sources and timings.")
     p.add_argument("question")
@@ -93,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ask a running `rag serve` (e.g. http://127.0.0.1:8000) instead of loading the models "
                         "here; key in RAG_API_KEY")
 
+
+def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="measure retrieval (and answer) quality on a labelled dataset",
                        description="DATASET: SQuAD-format JSON (v1.1, v2.0, COVID-QA) or JSONL of "
                                    '{"question", "answers": [...], "source"}. Without --index, SQuAD-format '
@@ -111,11 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one table row per language: DATASET has {lang} in its path, LIST is codes "
                         "(ar,de,zh) and question:documents pairs (en:zh, parallel files such as XQuAD)")
 
+
+def _ui_parser(sub) -> None:
     p = sub.add_parser("ui", help="open the web page (Streamlit)")
     _common(p, json_flag=False)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=8501, help="port (default: %(default)s)")
 
+
+def _index_parsers(sub) -> None:
+    """info, rebuild and remove: one index, described or repaired."""
     p = sub.add_parser("info", help="what the index holds")
     _common(p)
 
@@ -128,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     _common(p)
 
+
+def _serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="the HTTP API (OpenAI-compatible, with sources)",
                        description="Serve indexes over HTTP: /v1/chat/completions, /v1/models, /v1/embeddings "
                                    "(OpenAI-compatible, answers carry their sources), /v1/search, "
@@ -141,7 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(make one with `python -m rag.keys add FILE --index NAME`)")
     p.add_argument("--queue", type=int, default=8, help="questions waiting for the decoder before 429 (default: %(default)s)")
     p.add_argument("--deadline", type=float, default=120.0, help="seconds a request may take in all (default: %(default)s)")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,7 +251,6 @@ def cmd_search(args) -> int:
 
 def cmd_ask(args) -> int:
     if args.server: return _ask_remote(args)  # noqa: E701
-    from rag.core.present import terminal
     from rag.core.records import Answer
 
     rag = _rag(args, generator=args.generator, backend=args.backend, copy=False if args.free else None)
@@ -239,12 +267,19 @@ def cmd_ask(args) -> int:
         return 0
     if drafted and live:
         print("\r\033[K", end="")
-    print(terminal(answer, bold=live))
+    _print_answer(answer, bold=live)
+    return 0
+
+
+def _print_answer(answer, bold: bool, server: str = "") -> None:
+    """An answer, its sources, and (on stderr) what was searched and the timings; `server`: the
+    `rag serve` it came from."""
+    print(terminal(answer, bold=bold))
     _print_sources(answer.sources, answer.found)
     if answer.searched:
         print(f"\nsearched as: {safe(answer.searched, keep_newlines=False)}", file=sys.stderr)
-    print("\n" + timings_line(answer.timings), file=sys.stderr)
-    return 0
+    print("\n" + timings_line(answer.timings) + (f" (server {safe(server, keep_newlines=False)})" if server else ""),
+          file=sys.stderr)
 
 
 def _last_line(text: str) -> str:
@@ -261,14 +296,6 @@ def _print_sources(sources, found: bool) -> None:
         mark = "*" if s.cited else " "
         print(f"{mark}[{s.n}] {safe(where(s), keep_newlines=False)}  (score {s.score:.3f})")
         print(textwrap.indent(safe(textwrap.shorten(s.evidence or s.text, 240, placeholder=" ...")), "     "))
-
-
-def emphasis(text: str, terminal: bool) -> str:
-    """A Markdown answer (from a server) for the terminal: **short answer** in bold on a
-    terminal, plain elsewhere; control characters escaped."""
-    import re
-
-    return re.sub(r"\*\*(.+?)\*\*", "\033[1m\\1\033[0m" if terminal else "\\1", safe(text))
 
 
 def cmd_eval(args) -> int:
@@ -355,19 +382,21 @@ def cmd_serve(args) -> int:
 
 
 def _ask_remote(args) -> int:
-    """`rag ask --server URL`: the same output, from a running `rag serve`."""
-    from types import SimpleNamespace
-
+    """`rag ask --server URL`: the same output, from a running `rag serve`: its answer record
+    rebuilt from the JSON fields and printed as a local one is."""
     from rag.core.paths import index_name
-    from rag.http.client import ask
+    from rag.core.records import Answer
+    from rag.http.client import ServerError, ask
 
     data = ask(args.server, index_name(args.index), args.question, k=args.k, mode=args.mode, max_tokens=args.max_tokens)
     if args.json:
         _emit(args, {k: v for k, v in data.items() if k not in ("id", "object", "created", "model", "choices", "usage")})
         return 0
-    print(emphasis(data["answer"], sys.stdout.isatty()))
-    _print_sources([SimpleNamespace(**s) for s in data.get("sources", [])], bool(data.get("found")))
-    print("\n" + timings_line(SimpleNamespace(**data["timings"])) + f" (server {args.server})", file=sys.stderr)
+    try:
+        answer = Answer.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ServerError(f"{args.server} answered without a rag answer's fields: is it a rag server?") from None
+    _print_answer(answer, bold=sys.stdout.isatty(), server=args.server)
     return 0
 
 

@@ -79,6 +79,50 @@ def test_settings_precedence_and_types(tmp_path, monkeypatch):
     assert Settings().replace(mode=None, k=2) == Settings(k=2)
 
 
+def test_environment_variables_are_settings(tmp_path, monkeypatch):
+    """RAG_THREADS, RAG_MODEL_CACHE, RAG_ALLOW_DOWNLOADS, RAG_INDEX and RAG_API_KEY are settings,
+    read (and validated) through Settings, also where no Settings is at hand (core/paths.py)."""
+    from rag.core import paths
+    from rag.core.errors import BadSetting, ModelNotFound
+    from rag.core.settings import configured
+    from rag.models.catalog import _check_hub_allowed
+    from rag.models.decoders.openai_chat import ChatServer
+
+    monkeypatch.chdir(tmp_path)  # no rag.toml
+    for name in ("RAG_CONFIG", "RAG_THREADS", "RAG_OPENAI_BASE_URL", "RAG_ALLOW_DOWNLOADS", "RAG_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    default = Settings()
+    assert (default.threads, default.model_cache, default.allow_downloads, default.index, default.api_key) == (
+        0, "~/.cache/rag", False, "default", "")
+    assert paths.cpu_count() >= 1 and ChatServer("m", "", 2048, 1.0).base_url == default.openai_base_url
+    monkeypatch.setenv("RAG_THREADS", "3")
+    monkeypatch.setenv("RAG_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RAG_ALLOW_DOWNLOADS", "yes")
+    monkeypatch.setenv("RAG_INDEX", "handbook")
+    monkeypatch.setenv("RAG_API_KEY", "k-123")
+    monkeypatch.setenv("RAG_OPENAI_BASE_URL", "http://127.0.0.1:11434/v1/")
+    assert paths.cpu_count() == 3 and paths.cache_dir() == tmp_path / "cache"
+    s = configured()
+    assert (s.allow_downloads, s.index, s.api_key) == (True, "handbook", "k-123") and "k-123" not in repr(s)
+    assert ChatServer("m", "", 2048, 1.0).base_url == "http://127.0.0.1:11434/v1"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert _check_hub_allowed("nobody/no-such-model") is None  # allowed: nothing checked
+    monkeypatch.setenv("RAG_ALLOW_DOWNLOADS", "0")
+    with pytest.raises(ModelNotFound, match="RAG_ALLOW_DOWNLOADS"):
+        _check_hub_allowed("nobody/no-such-model")
+    monkeypatch.delenv("RAG_THREADS")
+    (tmp_path / "rag.toml").write_text("threads = 2\n")  # rag.toml counts too, read again when it changes
+    assert paths.cpu_count() == 2
+    monkeypatch.setenv("RAG_API_KEY", "")  # a key may be empty (none), an index may not
+    assert configured().api_key == ""
+    for name, bad in (("RAG_THREADS", "-1"), ("RAG_THREADS", "many"), ("RAG_ALLOW_DOWNLOADS", "2"),
+                      ("RAG_INDEX", " ")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(BadSetting, match=f"{name[4:].lower()} .*from {name}"):
+            configured()
+        monkeypatch.delenv(name)
+
+
 # --- hybrid fusion -----------------------------------------------------------------------------
 
 def test_fusion_rescales_the_cosine_and_divides_bm25_by_its_best():
@@ -261,3 +305,39 @@ def test_free_answers_keep_only_supported_citations():
     assert text.startswith("Augustin-Jean Fresnel invented the lens in 1822. [1]")  # wrong [2] moved to [1]
     assert "Tokyo. (not supported by the sources)" in text or "Tokyo (not supported" in text
     assert cited == {1} and unsupported == 1
+
+
+def test_an_answer_is_rebuilt_from_its_json_and_renders_the_same():
+    """`rag ask --server`: the server's JSON gives back the answer record (sentences, short
+    answer, note, sources around Hits), never read out of its Markdown; the page's HTML is
+    built from the same parts, escaped."""
+    from rag.core import present
+    from rag.core.records import Answer, Hit, Sentence, Source, Timings
+
+    hit = Hit(1, 0.81, "docs/light.md", 3, "History", "Built in 1890. The lamp was first lit in 1897.", 42)
+    other = Hit(2, 0.4, "notes.txt", None, "", "Keepers <b>lived</b> there.", 7)
+    answer = Answer("When was it lit?", short="1897", short_first=True,
+                    sentences=[Sentence("The lamp was first lit in 1897.", [1]), Sentence("It *shone*.", [], False)],
+                    sources=[Source(1, hit, hit.text, cited=True, evidence="The lamp was first lit in 1897."),
+                             Source(2, other, other.text)],
+                    timings=Timings(12.0, 150.0, 900.0, 40, 44.4, None), supporting=["The lamp was first lit in 1897."],
+                    confidence=0.9, searched="when lit")
+    data = json.loads(json.dumps(answer.to_dict()))
+    assert data["short_first"] is True and data["note"] == "" and data["sources"][0]["chunk_id"] == 42
+    assert data["sentences"] == [{"text": "The lamp was first lit in 1897.", "cites": [1], "supported": True},
+                                 {"text": "It *shone*.", "cites": [], "supported": False}]
+    again = Answer.from_dict(data)
+    assert again.to_dict() == data and again.sources[0].hit == Hit(1, 0.81, "docs/light.md", 3, "History", hit.text, 42)
+    for bold in (True, False):
+        assert present.terminal(again, bold) == present.terminal(answer, bold)
+    assert present.html(again, anchors="src-2") == (
+        '<div><strong>1897</strong>: The lamp was first lit in 1897. <a href="#src-2-1">[1]</a> '
+        'It *shone*. (not supported by the sources)</div>')
+
+    doubtful = Answer("Who?", found=False, note=present.MAY_NOT_SAY, sources=answer.sources)
+    back = Answer.from_dict(json.loads(json.dumps(doubtful.to_dict())))
+    assert present.terminal(back, True) == present.terminal(doubtful, True) and "[1] light.md" in back.text
+    old = {k: v for k, v in data.items() if k not in ("short_first", "sentences", "note")}  # an older server
+    assert present.terminal(Answer.from_dict(old), False) == data["answer"]
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        Answer.from_dict({"answer": "x"})

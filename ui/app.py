@@ -5,7 +5,6 @@ Run with `rag ui [--index NAME] [--host 127.0.0.1] [--port 8501]`."""
 from __future__ import annotations
 
 import html
-import os
 import re
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -14,7 +13,8 @@ from pathlib import Path
 import streamlit as st
 
 from rag import RAG, RagError, Settings
-from rag.core.present import UNSUPPORTED, timings_line, where
+from rag.core import present
+from rag.core.present import timings_line, where
 from rag.core.records import Answer
 from rag.index.store import is_index_dir
 from rag.qa import resolve_index
@@ -28,12 +28,12 @@ def choices(first: str, others: list[str]) -> list[str]:
     return [first] + [o for o in others if o != first]
 
 
-def cli_index() -> str:
-    """The index named on `rag ui --index X` (passed after `--`) or in RAG_INDEX."""
+def cli_index(configured: Settings) -> str:
+    """The index named on `rag ui --index X` (passed after `--`), else the index setting (RAG_INDEX)."""
     args = sys.argv[1:]
     if "--index" in args and args.index("--index") + 1 < len(args):
         return args[args.index("--index") + 1]
-    return os.environ.get("RAG_INDEX", "default")
+    return configured.index
 
 
 @st.cache_resource(show_spinner=False)
@@ -82,10 +82,9 @@ def plain(text: str) -> str:
     return _MD_PUNCTUATION.sub(r"\\\1", text).replace("\n", "  \n")
 
 
-def escape(text: str) -> str:
-    """HTML for text inside one of our HTML blocks: entities for markup, and no line breaks,
-    because a blank line would end the HTML block and what follows would be read as Markdown."""
-    return html.escape(text).replace("\n", "<br>")
+# HTML for text inside one of our HTML blocks: entities for markup, and no line breaks, because
+# a blank line would end the HTML block and what follows would be read as Markdown.
+escape = present.html_text
 
 
 def highlight(passage: str, evidence: str) -> str:
@@ -94,19 +93,6 @@ def highlight(passage: str, evidence: str) -> str:
         before, _, after = passage.partition(evidence)
         return f"{escape(before)}<mark>{escape(evidence)}</mark>{escape(after)}"
     return escape(passage)
-
-
-def answer_html(answer: Answer, turn: int) -> str:
-    """The answer (one HTML block, escaped), built from its parts: the short answer in bold,
-    then each sentence with its [n] linking to the source card."""
-    parts = []
-    for s in answer.sentences:
-        links = "".join(f'<a href="#src-{turn}-{n}">[{n}]</a>' for n in s.cites)
-        parts.append(escape(s.text) + (f" {links}" if links else "" if s.supported else f" {UNSUPPORTED}"))
-    body = " ".join(parts)
-    if answer.short_first:
-        body = f"<strong>{escape(answer.short)}</strong>: {body}"
-    return f"<div>{body}</div>"
 
 
 def source_card(s, turn: int) -> str:
@@ -119,7 +105,7 @@ def source_card(s, turn: int) -> str:
 
 def show_answer(answer: Answer, turn: int) -> None:
     if answer.found:
-        st.markdown(answer_html(answer, turn), unsafe_allow_html=True)
+        st.markdown(present.html(answer, anchors=f"src-{turn}"), unsafe_allow_html=True)  # [n] links to its card
     else:
         st.warning(plain(answer.text))
     if answer.sources:
@@ -180,10 +166,10 @@ def main() -> None:
 
     with st.sidebar:
         st.title("rag")
-        index = st.selectbox("Index", known_indexes(cli_index()), help="indexes found under indexes/")
+        configured = Settings.load()  # the widgets start from rag.toml / RAG_*, never override it
+        index = st.selectbox("Index", known_indexes(cli_index(configured)), help="indexes found under indexes/")
         custom = st.text_input("or an index path", "")
         index = custom.strip() or index
-        configured = Settings.load()  # the widgets start from rag.toml / RAG_*, never override it
         generator = st.selectbox("Decoder", choices(configured.generator, BUNDLED_GENERATORS))
         k = st.slider("Passages", 1, max(10, configured.k), configured.k)
         max_tokens = st.slider("Answer length (tokens)", 8, max(256, configured.max_tokens), configured.max_tokens)
@@ -223,39 +209,44 @@ def main() -> None:
 
     question = st.chat_input("Ask a question about your documents")
     if question:
-        history = [{"role": m["role"], "content": m["content"]} for m in st.session_state.messages]
-        with st.chat_message("user"):
-            st.markdown(plain(question))
-        with st.chat_message("assistant"):
-            final: list[Answer] = []
+        answer_turn(rag, loading, question, k=k, mode=mode, max_tokens=max_tokens)
 
-            def drafts():
-                """The decoder's span as it writes (replaced below by the answer built around it)."""
-                yield "*Reading the passages ...*  \n"
-                for event in rag.stream(question, k=k, history=history, mode=mode, max_tokens=max_tokens):
-                    if isinstance(event, Answer):
-                        final.append(event)
-                    else:
-                        yield plain(event)
 
-            placeholder = st.empty()
-            try:
-                if not loading.done():
-                    with st.spinner("Loading the models (once per server) ..."):
-                        loading.result()
-                with placeholder.container():
-                    st.write_stream(drafts)
-            except RagError as e:  # a model server's fault: its message shown as text, never as markup
-                placeholder.empty()
-                st.error(plain(str(e)))
-                return
+def answer_turn(rag: RAG, loading: Future, question: str, **options) -> None:
+    """One question of the conversation: shown, answered as the decoder writes (drafts, then
+    the answer built around them), and kept in the session's messages."""
+    history = [{"role": m["role"], "content": m["content"]} for m in st.session_state.messages]
+    with st.chat_message("user"):
+        st.markdown(plain(question))
+    with st.chat_message("assistant"):
+        final: list[Answer] = []
+
+        def drafts():
+            """The decoder's span as it writes (replaced below by the answer built around it)."""
+            yield "*Reading the passages ...*  \n"
+            for event in rag.stream(question, history=history, **options):
+                if isinstance(event, Answer):
+                    final.append(event)
+                else:
+                    yield plain(event)
+
+        placeholder = st.empty()
+        try:
+            if not loading.done():
+                with st.spinner("Loading the models (once per server) ..."):
+                    loading.result()
+            with placeholder.container():
+                st.write_stream(drafts)
+        except RagError as e:  # a model server's fault: its message shown as text, never as markup
             placeholder.empty()
-            answer = final[0]
-            turn = len(st.session_state.messages) + 1
-            show_answer(answer, turn)
-        st.session_state.messages += [{"role": "user", "content": question},
-                                      {"role": "assistant", "content": answer.text, "answer": answer}]
-
+            st.error(plain(str(e)))
+            return
+        placeholder.empty()
+        answer = final[0]
+        turn = len(st.session_state.messages) + 1
+        show_answer(answer, turn)
+    st.session_state.messages += [{"role": "user", "content": question},
+                                  {"role": "assistant", "content": answer.text, "answer": answer}]
 
 if __name__ == "__main__":  # streamlit runs the page as __main__; tests import the helpers
     main()

@@ -1,5 +1,6 @@
 """Where things are on this machine: the model cache, an installed package's folder, the
-cores this process may use, an index's name. No imports of rag's own: every module may use these."""
+cores this process may use, an index's name. Imports only rag.core.settings (which imports
+nothing of this module's): every module may use these."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import importlib.util
 import os
 from pathlib import Path
 
+from rag.core.settings import configured
+
 
 def cache_dir() -> Path:
     """Where rag keeps what it derives from the bundled models (assembled GGUF, converted e5,
-    ONNX exports): ~/.cache/rag, or RAG_MODEL_CACHE."""
-    return Path(os.environ.get("RAG_MODEL_CACHE", Path.home() / ".cache" / "rag"))
+    ONNX exports): the model_cache setting (RAG_MODEL_CACHE), ~/.cache/rag by default."""
+    return Path(configured().model_cache).expanduser()
 
 
 def cpu_count() -> int:
-    """Cores this process may use: a container or taskset may allow fewer than the machine
-    has, and a Ray worker is given its share in RAG_THREADS."""
-    return int(os.environ.get("RAG_THREADS") or 0) or max(1, len(os.sched_getaffinity(0)))
+    """Cores this process may use: the threads setting (RAG_THREADS; a Ray worker is given its
+    share there), else what a container or taskset allows, which may be fewer than the machine has."""
+    return configured().threads or max(1, len(os.sched_getaffinity(0)))
 
 
 def package_dir(module: str) -> Path | None:

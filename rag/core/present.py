@@ -1,9 +1,10 @@
-"""Every way rag shows an answer or a passage: Markdown (the web page, the HTTP API), the
+"""Every way rag shows an answer or a passage: Markdown (the HTTP API), HTML (the web page), the
 terminal, plain text (scoring), JSON. One wording for every door, rendered from the
 `Answer` record, never parsed back out of text."""
 
 from __future__ import annotations
 
+import html as _html
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -24,16 +25,18 @@ def strip_markers(text: str) -> str:
     return re.sub(r"\s*" + MARKER.pattern, "", text).strip()
 
 
-def statement(sentences) -> str:
-    """Sentences with their citation markers: "It was lit in 1897. [1]"."""
+def statement(sentences, text=str, mark=lambda n: f"[{n}]") -> str:
+    """Sentences with their citation markers: "It was lit in 1897. [1]"; a sentence no source
+    supports is followed by UNSUPPORTED. `text` renders words and `mark` a citation number (the
+    web page: escaped HTML and a link to the source card)."""
     parts = []
     for s in sentences:
         if s.cites:
-            parts.append(f"{s.text} " + "".join(f"[{n}]" for n in s.cites))
+            parts.append(f"{text(s.text)} " + "".join(mark(n) for n in s.cites))
         elif not s.supported:
-            parts.append(f"{s.text} {UNSUPPORTED}")
+            parts.append(f"{text(s.text)} {text(UNSUPPORTED)}")
         else:
-            parts.append(s.text)
+            parts.append(text(s.text))
     return " ".join(parts)
 
 
@@ -68,15 +71,41 @@ def source_dict(s) -> dict:
     span = s.evidence_span
     return {"n": s.n, "source": s.source, "page": s.page, "heading": s.heading, "score": s.score,
             "text": s.text, "cited": s.cited, "evidence": s.evidence,
-            "evidence_span": list(span) if span else None}
+            "evidence_span": list(span) if span else None, "chunk_id": s.chunk_id}
 
 
 def as_dict(answer) -> dict:
-    """`rag ask --json`, and the extra fields of the HTTP API's answers."""
+    """`rag ask --json`, and the extra fields of the HTTP API's answers. `answer` is what a person
+    reads; `short_first`, `sentences` and `note` are its parts, from which `Answer.from_dict`
+    rebuilds the answer (`rag ask --server`) without reading the text."""
     return {"question": answer.question, "answer": markdown(answer), "short_answer": answer.short,
             "supporting": answer.supporting, "found": answer.found, "confidence": answer.confidence,
             "sources": [source_dict(s) for s in answer.sources], "timings": asdict(answer.timings),
-            "searched_as": answer.searched or None}
+            "searched_as": answer.searched or None, "short_first": answer.short_first,
+            "sentences": [{"text": s.text, "cites": list(s.cites), "supported": s.supported}
+                          for s in answer.sentences],
+            "note": answer.note}
+
+
+# --- the web page ---------------------------------------------------------------------------
+
+def html_text(text: str) -> str:
+    """HTML for text inside one of the page's HTML blocks: entities for markup, and no line
+    breaks, because a blank line would end the HTML block and what follows would be read as
+    Markdown."""
+    return _html.escape(text).replace("\n", "<br>")
+
+
+def html(answer, anchors: str = "src") -> str:
+    """The answer as one HTML block, every word escaped: the short answer in bold, then each
+    sentence with its [n] linking to the source card `#{anchors}-{n}` (the web page)."""
+    if not answer.found:
+        return f"<div>{html_text(not_found(answer))}</div>"
+    prefix = _html.escape(anchors, quote=True)
+    body = statement(answer.sentences, html_text, lambda n: f'<a href="#{prefix}-{n}">[{n}]</a>')
+    if answer.short_first:
+        body = f"<strong>{html_text(answer.short)}</strong>: {body}"
+    return f"<div>{body}</div>"
 
 
 # --- the terminal ---------------------------------------------------------------------------

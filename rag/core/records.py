@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from rag.core.present import as_dict, markdown
 
@@ -107,6 +107,36 @@ class Answer:
 
     def to_dict(self) -> dict:
         return as_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Answer":
+        """The answer `to_dict` made (`rag ask --json`, a `rag serve` answer) rebuilt from its
+        fields, not its text: sentences, short answer, note, sources (each around a Hit) and
+        timings, so it renders as a local answer does. A server too old to send `sentences`
+        gives its Markdown as one sentence. KeyError, TypeError or ValueError: not such a dict."""
+        number = lambda v, kind=float: None if v is None else kind(v)  # noqa: E731
+
+        def source(s: dict) -> Source:
+            n, text = int(s["n"]), str(s["text"])
+            hit = Hit(n, float(s["score"]), str(s["source"]), number(s.get("page"), int),
+                      str(s.get("heading") or ""), text, int(s.get("chunk_id", -1)))
+            return Source(n, hit, text, bool(s.get("cited")), str(s.get("evidence") or ""))
+
+        found, parts = bool(data["found"]), "sentences" in data
+        if parts:
+            sentences = [Sentence(str(s["text"]), [int(n) for n in s.get("cites") or []],
+                                  bool(s.get("supported", True))) for s in data["sentences"]]
+        else:
+            sentences = [Sentence(str(data["answer"]))] if found else []
+        kinds = {f.name: int if f.name == "tokens" else float for f in fields(Timings)}
+        timings = {k: number(v, kinds[k]) for k, v in (data.get("timings") or {}).items() if k in kinds}
+        return cls(question=str(data.get("question") or ""), found=found,
+                   short=str(data.get("short_answer") or ""), short_first=parts and bool(data.get("short_first")),
+                   sentences=sentences, sources=[source(s) for s in data.get("sources") or []],
+                   timings=Timings(**timings), supporting=[str(t) for t in data.get("supporting") or []],
+                   confidence=number(data.get("confidence")),
+                   note=str(data["note"] if "note" in data else "" if found else data["answer"]),
+                   searched=str(data.get("searched_as") or ""))
 
 
 class Timer:

@@ -1,12 +1,11 @@
 """Asking a running `rag serve` (`rag ask --server URL`): one HTTP request instead of loading
-two models in a new process. The key, if the server wants one, comes from RAG_API_KEY
-(never a command-line argument, which other users can see in `ps`)."""
+two models in a new process. The key, if the server wants one, is the api_key setting
+(RAG_API_KEY or rag.toml; never a command-line argument, which other users can see in `ps`)."""
 
 from __future__ import annotations
 
-import os
-
 from rag.core.errors import RagError
+from rag.core.settings import configured
 
 
 class ServerError(RagError):
@@ -21,7 +20,7 @@ def ask(server: str, index: str, question: str, k: int | None = None, mode: str 
 
     body = {"model": index, "messages": [*(history or []), {"role": "user", "content": question}]}
     body.update({name: v for name, v in (("k", k), ("mode", mode), ("max_tokens", max_tokens)) if v is not None})
-    key = key or os.environ.get("RAG_API_KEY")
+    key = key or configured().api_key
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     url = server.rstrip("/")
     url = url if url.endswith("/v1") else url + "/v1"

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 
 from rag.core.errors import ModelNotFound, RagError
+from rag.core.settings import configured
 from rag.models.decoders.base import Decoder
 
 # Content beyond this many characters per allowed token is cut (a token is rarely longer).
@@ -44,7 +45,7 @@ class ChatServer(Decoder):
 
     def __init__(self, model: str, base_url: str, context_window: int, timeout: float, deadline: float = 120.0):
         self.name = model
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        self.base_url = (base_url or configured().openai_base_url).rstrip("/")  # (RAG_OPENAI_BASE_URL)
         self.context_window = context_window
         self.timeout = timeout  # per read: a server that sends nothing for this long has failed
         self.deadline = deadline  # the whole answer
