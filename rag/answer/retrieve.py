@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rag.answer.translate import FOREIGN as COVERED
 from rag.answer.translate import needs_translation
 from rag.core.records import Hit
 from rag.core.settings import MODES, Settings
@@ -121,7 +122,6 @@ def _trusted_keyword(snap: Snapshot, query: str, depth: int) -> tuple[dict[int, 
 # before; README table). The bounds sit in the gap between the two cases, every language alike.
 # COVERED is translate.FOREIGN, one number: from that share of its words in the index a
 # question reads as in the index's language.
-from rag.answer.translate import FOREIGN as COVERED  # noqa: E402
 
 UNCOVERED = 0.2
 
