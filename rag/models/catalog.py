@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rag.core.errors import ModelNotFound
 from rag.core.paths import cache_dir, package_dir
+from rag.core.settings import configured
 from rag.language.text import looks_english
 from rag.models import e5
 
@@ -268,8 +269,6 @@ def assemble(parts: list[Path], target: Path, sha256: str, size: int | None = No
 def _check_hub_allowed(name: str) -> None:
     """rag never downloads a model on its own: a name must be local, bundled or already in the
     Hugging Face cache, unless the user opts in with the allow_downloads setting (RAG_ALLOW_DOWNLOADS=1)."""
-    from rag.core.settings import configured
-
     if configured().allow_downloads and os.environ.get("HF_HUB_OFFLINE") != "1":  # (Hugging Face's own variable)
         return
     from huggingface_hub import try_to_load_from_cache
