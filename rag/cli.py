@@ -375,9 +375,9 @@ def cmd_rebuild(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from rag.http.server import Limits, serve
+    from rag.http.app import serve
 
-    serve(args.index, args.host, args.port, args.keys, Limits(waiting=args.queue, deadline_s=args.deadline))
+    serve(args.index, args.host, args.port, args.keys, queue=args.queue, deadline=args.deadline)
     return 0
 
 

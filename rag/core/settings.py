@@ -88,6 +88,20 @@ class Settings:
     # passages in the decoder's prompt; None: the decoder's profile (models.catalog: 1 for the tiny
     # local decoders, measured best; several for a chat model behind openai:)
     answer_k: int | None = None
+    # Serving (`rag serve`): what one request may ask for; over a limit is a JSON error, never a
+    # slow server (docs/api.md). Its flags --queue and --deadline override serve_queue and serve_deadline.
+    serve_max_body_bytes: int = 1 * 2**20  # a JSON request's body
+    serve_max_upload_bytes: int = 64 * 2**20  # one multipart upload (each file also under max_file_mb)
+    serve_max_question_chars: int = 4000  # the question of a chat, the query of a search
+    serve_max_history: int = 32  # earlier messages of a conversation
+    serve_max_message_chars: int = 16000  # each earlier message
+    serve_max_k: int = 50  # passages a chat or search may ask for
+    serve_max_tokens: int = 512  # a chat's max_tokens is cut to this
+    serve_max_embed_inputs: int = 256  # texts in one embeddings request
+    serve_max_embed_chars: int = 8000  # each of those texts
+    serve_queue: int = 8  # questions in line for the decoder beyond the one it answers; more get 429
+    serve_deadline: float = 120.0  # seconds one request may take in all, waiting included
+    serve_search_threads: int = 4  # searches, embeddings and index info run in this many threads, beside generation
 
     def __post_init__(self):
         """Every Settings is valid, however it was made (defaults, rag.toml, RAG_*, arguments,
@@ -170,6 +184,11 @@ RANGES: dict[str, tuple] = {
     "request_timeout": (0.001, 86400.0), "answer_timeout": (0.001, 86400.0), "max_tokens": (1, 1_000_000), "context_window": (16, 10_000_000),
     "temperature": (0.0, 2.0), "min_score": (-1.0, 1.0), "sentence_margin": (0.0, 2.0),
     "sentence_word_weight": (0.0, 10.0), "min_support": (-1.0, 10.0), "min_confidence": (0.0, 1.0), "answer_k": (1, 1000),
+    "serve_max_body_bytes": (1024, 2**40), "serve_max_upload_bytes": (1024, 2**40),
+    "serve_max_question_chars": (1, 10**8), "serve_max_history": (0, 10**6), "serve_max_message_chars": (1, 10**9),
+    "serve_max_k": (1, 100_000), "serve_max_tokens": (1, 1_000_000), "serve_max_embed_inputs": (1, 10**6),
+    "serve_max_embed_chars": (1, 10**9), "serve_queue": (0, 10**6), "serve_deadline": (0.001, 86400.0),
+    "serve_search_threads": (1, 1024),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "encoder_runtime": ("auto", "onnx-openvino", "onnx-int8", "onnx", "torch"),
