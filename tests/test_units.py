@@ -266,16 +266,24 @@ def test_readable_and_short_answers():
     assert usable_short("a b c d e f g h i j k l", "Who?") == ""  # a clause, not a short answer
 
 
+def _reads(made) -> str:
+    """What a person reads of a composed statement (present.py words every answer)."""
+    from rag.core.present import markdown
+    from rag.core.records import Answer, Sentence
+
+    return markdown(Answer("q", short=made.short, short_first=made.short_first, sentences=[Sentence(t) for t in made.said]))
+
+
 def test_compose_puts_the_short_answer_in_its_sentence():
     from rag.answer.compose import compose
 
     passage = ("The Quillfeather Lighthouse stands on the cape. It was first lit in 1897 by keeper\n"
                "Tobias Renwick. Its lamp burned whale oil.")
     made = compose("1897", passage, "When was the Quillfeather Lighthouse first lit?")
-    assert made.text == "**1897**: It was first lit in 1897 by keeper Tobias Renwick."
+    assert _reads(made) == "**1897**: It was first lit in 1897 by keeper Tobias Renwick."
     assert made.short == "1897" and made.evidence.startswith("It was first lit") and "\n" in made.evidence
     why = compose("whale oil", passage, "How did the lamp work?")  # not a factoid: the sentences
-    assert why.text == "Its lamp burned whale oil." and why.short == "whale oil"
+    assert _reads(why) == "Its lamp burned whale oil." and why.short == "whale oil"
 
 
 def test_compose_lets_the_encoder_overrule_a_far_off_sentence():
@@ -285,10 +293,14 @@ def test_compose_lets_the_encoder_overrule_a_far_off_sentence():
     # stands in for the encoder's scores: the pyramid sentence is closest
     scores = [0.9 if "pyramid" in s else 0.2 for s in sentences(passage)]
 
-    made = compose("17 euros", passage, "Who designed the pyramid?", scores)
-    assert "I. M. Pei" in made.text and made.short == "" and made.support == 0.9
-    kept = compose("I. M. Pei", passage, "Who designed the pyramid?", scores)
-    assert kept.short == "I. M. Pei" and kept.text.startswith("**I. M. Pei**")
+    made = compose("17 euros", passage, "Who designed the pyramid?", lambda table: scores, 0.10)
+    assert "I. M. Pei" in _reads(made) and made.short == "" and made.support == 0.9
+    assert made.respanned == "The pyramid was designed by I. M. Pei." and made.copied == ""
+    again = compose("17 euros", passage, "Who designed the pyramid?", lambda table: scores, 0.10,
+                    respan=lambda sentence: "I. M. Pei")  # the decoder copies again from the closer sentence
+    assert again.short == "I. M. Pei" and again.copied == "I. M. Pei" and _reads(again).startswith("**I. M. Pei**")
+    kept = compose("I. M. Pei", passage, "Who designed the pyramid?", lambda table: scores, 0.10)
+    assert kept.short == "I. M. Pei" and _reads(kept).startswith("**I. M. Pei**") and not kept.respanned
 
 
 def test_free_answers_keep_only_supported_citations():

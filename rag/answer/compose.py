@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rag.core.settings import Settings
 from rag.language.text import (
     CLOSE_BRACKET,
     COLON,
@@ -46,19 +45,19 @@ FACTOID = re.compile(
 MAX_SHORT_WORDS = 10  # a longer copied span is a statement, not a short answer
 MAX_SENTENCES = 3
 ENOUGH_WORDS = 25  # an explanation keeps adding the next sentence until it has this many words
-# The decoder's sentence stands unless another is closer to the question by this much.
-SENTENCE_MARGIN = Settings.sentence_margin
 
 
 @dataclass
 class Composed:
-    text: str  # what the person reads (without citation markers)
+    """The statement an answer makes around its copied span, as parts (present.py words it)."""
     short: str = ""  # the short answer, when the question has one
     supporting: list[str] = field(default_factory=list)  # the source's sentences, verbatim
     evidence: str = ""  # the verbatim stretch of the passage they cover (for highlighting)
     support: float | None = None  # the question's similarity to the chosen sentence (encoder)
     said: list[str] = field(default_factory=list)  # the supporting sentences as prose (the statement's)
-    short_first: bool = False  # the text opens with the short answer
+    short_first: bool = False  # the statement opens with the short answer
+    copied: str = ""  # the span it is built around (the second copy's, where the check overruled the first)
+    respanned: str = ""  # the sentence the decoder copied again from, where the check overruled it
 
 
 # A line that is a unit of its own: a heading, a table row, a quote, or the start of a list item.
@@ -304,8 +303,7 @@ def locate(span: str, passage: str, table: list[tuple[int, int, str]]) -> Choice
     return Choice(where, next((i for i, (a, b, _) in enumerate(table) if a <= where[0] < b), 0))
 
 
-def check_sentence(choice: Choice, table: list[tuple[int, int, str]], scores: list[float],
-                   margin: float = SENTENCE_MARGIN) -> Choice:
+def check_sentence(choice: Choice, table: list[tuple[int, int, str]], scores: list[float], margin: float) -> Choice:
     """The decoder's sentence, unless another is closer to the question by `margin` in
     `scores` (the encoder's, one per sentence of the table): then that one, `overruled`."""
     sims = list(scores)
@@ -340,28 +338,32 @@ def statement(span: str, passage: str, table: list[tuple[int, int, str]], choice
     supporting = [spans[i][2] for i in chosen]
     evidence = passage[spans[chosen[0]][0]:spans[chosen[-1]][1]]
     said = [r for r in (readable(s) for s in supporting) if r]
-    body = " ".join(said)
     short = usable_short(span, question) if span else ""
     if has_cjk(question):
         short = _aligned_short(short, question, " ".join(supporting))
     lead = leads(short, said, question)
-    return Composed(text=f"**{short}**: {body}" if lead else body, short=short, supporting=supporting,
-                    evidence=evidence, support=choice.support, said=said, short_first=lead)
+    return Composed(short=short, supporting=supporting, evidence=evidence, support=choice.support, said=said,
+                    short_first=lead, copied=span)
 
 
-def compose(span: str, passage: str, question: str, scores: list[float] | None = None,
-            margin: float = SENTENCE_MARGIN) -> Composed:
-    """The readable answer around `span`, a verbatim copy from `passage`. `scores`: the sentence
-    check's score for each of `sentences(passage)`; when it overrules the decoder's sentence,
-    the span is dropped (the answer pipeline asks the decoder again inside the new sentence)."""
+def compose(span: str, passage: str, question: str, score=None, margin: float = 0.0, respan=None) -> Composed:
+    """The readable answer around `span`, a verbatim copy from `passage` (the answer pipeline's
+    Compose stage). `score(table)`: the sentence check's score of each sentence of the passage
+    (the encoder's); where another sentence beats the decoder's by `margin`, `respan(sentence)`
+    copies a new span from it (the decoder again), else the span is dropped."""
     table = sentence_table(passage)
     choice = locate(span, passage, table)
     if choice is None:
-        return Composed(text=span, short=usable_short(span, question), said=[span])
-    if scores is not None and len(table) > 1:
-        choice = check_sentence(choice, table, scores, margin)
-        span = "" if choice.overruled else span
-    return statement(span, passage, table, choice, question)
+        return Composed(short=usable_short(span, question), said=[span], copied=span)
+    respanned = ""
+    if score is not None and len(table) > 1:
+        choice = check_sentence(choice, table, score(table), margin)
+        if choice.overruled:
+            respanned = table[choice.index][2]
+            span = respan(respanned) if respan is not None else ""
+    made = statement(span, passage, table, choice, question)
+    made.respanned = respanned
+    return made
 
 
 # what a finished sentence ends with: a sentence end, colon or semicolon (Latin or CJK), a

@@ -192,25 +192,15 @@ class Compose:
     def run(self, q: Question) -> None:
         cited = next((s for s in q.sources if s.cited), None)
         if cited is None:  # the span is in no passage: it stands alone, uncited
-            q.composed = comp.Composed(text=q.span, short=q.span, said=[q.span])
+            q.composed = comp.Composed(short=q.span, said=[q.span])
             q.sentences = [Sentence(q.span)]
             return
-        passage, span = cited.text, q.span
-        q.copied = span
-        table = comp.sentence_table(passage)
-        choice = comp.locate(span, passage, table)
-        if choice is None:
-            made = comp.Composed(text=span, short=comp.usable_short(span, q.text), said=[span])
-        else:
-            if len(table) > 1:
-                choice = comp.check_sentence(choice, table, self.scores(q.text, table), self.margin)
-                if choice.overruled:
-                    q.respanned = table[choice.index][2]
-                    span = q.copied = self.reader.respan(q, q.respanned)
-            made = comp.statement(span, passage, table, choice, q.text)
-            cited.evidence = made.evidence or cited.evidence
-            if made.supporting:
-                self._finish_cut_sentence(made, cited)
+        made = comp.compose(q.span, cited.text, q.text, lambda table: self.scores(q.text, table), self.margin,
+                            lambda sentence: self.reader.respan(q, sentence))
+        q.copied, q.respanned = made.copied, made.respanned
+        cited.evidence = made.evidence or cited.evidence
+        if made.supporting:
+            self._finish_cut_sentence(made, cited)
         q.composed = made
         marks = [s.n for s in q.sources if s.cited]
         q.sentences = [Sentence(t) for t in made.said[:-1]] + [Sentence(made.said[-1], marks)] if made.said else []
