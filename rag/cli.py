@@ -11,10 +11,13 @@ import os
 import shutil
 import sys
 import textwrap
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 from rag.core.errors import RagError
 from rag.core.present import safe, terminal, timings_line, where
+from rag.core.settings import Settings
+
+_SETTING = {f.name: f.default for f in fields(Settings)}  # the defaults a flag's help names
 
 
 def _positive(text: str) -> int:
@@ -169,8 +172,10 @@ def _serve_parser(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     p.add_argument("--keys", metavar="FILE", help="keys file: which key may read and write which index "
                                                   "(make one with `python -m rag.keys add FILE --index NAME`)")
-    p.add_argument("--queue", type=int, default=8, help="questions waiting for the decoder before 429 (default: %(default)s)")
-    p.add_argument("--deadline", type=float, default=120.0, help="seconds a request may take in all (default: %(default)s)")
+    p.add_argument("--queue", type=int, help="questions waiting for the decoder before 429 "
+                   f"(setting serve_queue, default {_SETTING['serve_queue']})")
+    p.add_argument("--deadline", type=float, help="seconds a request may take in all "
+                   f"(setting serve_deadline, default {_SETTING['serve_deadline']:g})")
 
 
 def main(argv: list[str] | None = None) -> int:
