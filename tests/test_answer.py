@@ -1,6 +1,9 @@
-"""Answers from the real bundled decoders (Gemma 3 270M and SmolLM2-135M GGUF), grounded in a small corpus."""
+"""Answers from the real bundled decoders (Gemma 3 270M and SmolLM2-135M GGUF), grounded in a small corpus;
+the plumbing around them (the CLI's output, citation markers, near-copies, an empty index) with
+the fakes of rag/models/fakes.py, and each stage alone in test_stages.py."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,14 +15,13 @@ from rag.answer.prompt import fit_passages
 from rag.core.present import EMPTY_INDEX, NOT_FOUND
 from rag.core.records import Answer, Hit
 
-pytestmark = pytest.mark.slow  # loads the decoders
+FAKES = {"encoder": "fake", "generator": "fake", "translator": "off"}
+slow = pytest.mark.slow  # loads the decoders
 
 
-@pytest.fixture(scope="module")
-def rag(tmp_path_factory):
+def write_corpus(root):
     from tests.conftest import CORPUS, make_pdf
 
-    root = tmp_path_factory.mktemp("answer") / "docs"
     for name, text in CORPUS.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
@@ -28,11 +30,27 @@ def rag(tmp_path_factory):
     (root / "louvre.txt").write_text("The Louvre museum in Paris closed in 2020 for three months because of "
                                      "the pandemic.")
     (root / "prado.txt").write_text("The Prado museum in Madrid closed in 1936 during the war.")
+    return root
+
+
+@pytest.fixture(scope="module")
+def rag(tmp_path_factory):
+    root = write_corpus(tmp_path_factory.mktemp("answer") / "docs")
     r = RAG(root.parent / "index")
     r.ingest([root])
     return r
 
 
+@pytest.fixture(scope="module")
+def fake_rag(tmp_path_factory):
+    """The same corpus indexed with the fake encoder, answered by the fake decoder."""
+    root = write_corpus(tmp_path_factory.mktemp("answer-fakes") / "docs")
+    r = RAG(root.parent / "index", **FAKES)
+    r.ingest([root])
+    return r
+
+
+@slow
 def test_grounded_answer_with_cited_source(rag):
     answer = rag.ask("Who invented the Fresnel lens?")
     assert answer.found
@@ -50,6 +68,7 @@ def test_grounded_answer_with_cited_source(rag):
     assert 0 < t.retrieve_ms <= t.first_token_ms <= t.total_ms and t.tokens >= 1
 
 
+@slow
 def test_source_page_of_pdf(rag):
     answer = rag.ask("What is the annual rainfall in Valletta?")
     assert "550" in answer.text
@@ -57,6 +76,7 @@ def test_source_page_of_pdf(rag):
     assert cited[0].source.endswith("report.pdf") and cited[0].page == 2
 
 
+@slow
 def test_not_found_skips_the_decoder(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "a.txt").write_text("Sourdough bread needs a starter of flour and water.")
@@ -72,6 +92,7 @@ def test_not_found_skips_the_decoder(tmp_path):
     assert "reads English only" in chinese.text and "multilingual-e5-small" in chinese.text
 
 
+@slow
 def test_a_supporting_sentence_under_min_support_is_not_found(rag):
     question = "How do honey bees show the direction of flowers?"  # a passage of two sentences: checked
     answered = rag.ask(question)
@@ -87,6 +108,7 @@ def test_empty_index_says_how_to_ingest(tmp_path):
     assert not answer.found and answer.text == EMPTY_INDEX and "rag ingest" in answer.text
 
 
+@slow
 def test_stream_yields_pieces_then_answer(rag):
     items = list(rag.stream("Which volcano is the most active in Europe?"))
     *pieces, final = items
@@ -96,6 +118,7 @@ def test_stream_yields_pieces_then_answer(rag):
     assert "Etna" in final.text and final.text.endswith("]")  # then the whole, cited statement
 
 
+@slow
 def test_follow_up_question_uses_history(rag):
     history = [{"role": "user", "content": "Where is the Louvre museum?"},
                {"role": "assistant", "content": "Paris [1]"}]
@@ -105,6 +128,7 @@ def test_follow_up_question_uses_history(rag):
     assert "2020" in answer.text
 
 
+@slow
 def test_token_budget_with_long_passages(rag):
     gen = rag.generator
     long = " ".join(["The committee discussed the budget of the harbour at length."] * 40)
@@ -134,6 +158,7 @@ def test_citation_markers_are_checked():
     assert text == "Paris [1]" and [s.cited for s in sources] == [True, False]
 
 
+@slow
 def test_transformers_backend_gives_the_same_kind_of_answer(rag):
     hf = RAG(rag.root, generator="smollm2", backend="transformers")
     answer = hf.ask("Who invented the Fresnel lens?")
@@ -141,19 +166,21 @@ def test_transformers_backend_gives_the_same_kind_of_answer(rag):
     assert "Fresnel" in answer.text
 
 
-def test_cli_ask_json(rag):
+def test_cli_ask_json(fake_rag):
+    """The output's shape (the real decoder answers through the CLI in test_confidence.py)."""
+    env = {**os.environ, "RAG_GENERATOR": "fake", "RAG_TRANSLATOR": "off"}  # the index names its encoder
     r = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "Who invented the Fresnel lens?",
-                        "--index", str(rag.root), "--json"], capture_output=True, text=True)
+                        "--index", str(fake_rag.root), "--json"], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert set(out) == {"question", "answer", "short_answer", "supporting", "found", "confidence", "sources", "timings",
-                        "searched_as"}
+                        "searched_as", "short_first", "sentences", "note"}  # the parts `rag ask --server` rebuilds from
     assert out["searched_as"] is None  # an English question is searched as asked
     assert out["supporting"] and any(out["supporting"][0] in " ".join(s["text"].split()) for s in out["sources"])
     assert set(out["sources"][0]) >= {"n", "source", "page", "heading", "score", "text", "cited"}
     assert set(out["timings"]) == {"retrieve_ms", "first_token_ms", "total_ms", "tokens", "tokens_per_s", "translate_ms"}
     r = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "Who invented the Fresnel lens?",
-                        "--index", str(rag.root)], capture_output=True, text=True)
+                        "--index", str(fake_rag.root)], capture_output=True, text=True, env=env)
     assert "Fresnel" in r.stdout and "lighthouse.md" in r.stdout and "first token" in r.stderr
 
 
@@ -164,7 +191,7 @@ def test_sources_are_not_near_copies(tmp_path):
     (d / "v1.txt").write_text(base + ".\n")
     (d / "v2.txt").write_text(base + "!\n")  # a near-copy, different bytes
     (d / "other.txt").write_text("Hubble's mirror was ground slightly wrong and fixed in 1993.\n")
-    r = RAG(tmp_path / "i")
+    r = RAG(tmp_path / "i", **FAKES)
     r.ingest([d])
     plain = r.search("When was the Hubble telescope launched?", k=3)
     assert sum("Discovery" in h.text for h in plain) == 2

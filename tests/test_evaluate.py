@@ -51,7 +51,7 @@ def test_load_and_sample_are_deterministic(tmp_path):
     assert sample(ds.questions, None) == ds.questions and sample(ds.questions, 99) == ds.questions
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the real encoder and decoder, end to end
 def test_rag_eval_builds_index_and_reports(tmp_path):
     dataset = squad_file(tmp_path / "mini.json", impossible=True)
     r = subprocess.run([sys.executable, "-m", "rag.cli", "eval", str(dataset), "--json", "--answers"],
@@ -71,11 +71,11 @@ def test_rag_eval_builds_index_and_reports(tmp_path):
     assert r.returncode == 0 and "| hybrid |" in r.stdout and "recall@3" in r.stdout and "| dense |" not in r.stdout
 
 
-@pytest.mark.slow
 def test_jsonl_dataset_against_existing_index(tmp_path, corpus):
+    """Keyword retrieval only: the index is built with the fake encoder (rag/models/fakes.py)."""
     from rag import RAG
 
-    RAG(tmp_path / "idx").ingest([corpus])
+    RAG(tmp_path / "idx", encoder="fake", generator="fake", translator="off").ingest([corpus])
     qs = tmp_path / "own.jsonl"
     qs.write_text(json.dumps({"question": "Who invented the Fresnel lens?", "answers": ["Augustin-Jean Fresnel"],
                               "source": "lighthouse.md"}) + "\n")

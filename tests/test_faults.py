@@ -1,6 +1,7 @@
 """Issue 20, findings 6-13: cluster faults, pathological files, invisible characters, a read-only
 or full disk, bad settings and bad eval datasets. Each ends in one clear line (exit 2 from the
-CLI) or is handled, and nothing already indexed is lost. Real files, real mounts, real Ray."""
+CLI) or is handled, and nothing already indexed is lost. Real files, real mounts, real Ray; the
+fake encoder (rag/models/fakes.py), since what is checked is the plumbing around it."""
 
 import json
 import os
@@ -17,9 +18,13 @@ from rag.core.errors import BadDataset, BadSetting, CannotWrite, DiskFull
 from rag.core.settings import Settings
 
 
+FAKES = {"encoder": "fake", "generator": "fake", "translator": "off"}
+FAKES_ENV = {f"RAG_{k.upper()}": v for k, v in FAKES.items()}
+
+
 def rag(*args, env=None, cwd=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "rag.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=timeout)
+                          cwd=cwd, env={**os.environ, **FAKES_ENV, **(env or {})}, timeout=timeout)
 
 
 def one_line(r) -> str:
@@ -122,7 +127,7 @@ def test_cli_eval_of_a_bad_dataset_is_one_line_exit_2(tmp_path):
 
 ZW = {"zero-width space": "\u200b", "zero-width non-joiner": "\u200c", "zero-width joiner": "\u200d",
       "word joiner": "\u2060", "byte-order mark": "\ufeff", "soft hyphen": "\u00ad"}
-WORDS = ["quetzalcoatlus", "brachiosaurus", "ankylosaurus", "pachycephalosaurus", "parasaurolophus",
+WORDS = ["quetzalcoatlus", "brachiosaurus", "ankylosaurus", "pachycephalosaurus", "stegosaurus",
          "dimetrodon"]
 
 
@@ -135,7 +140,7 @@ def test_invisible_characters_inside_words_are_found_by_keyword_and_dense_search
         hidden = word[:4] + mark + word[4:7] + mark + word[7:]
         (docs / f"{word}.txt").write_text(f"Notes on fossils. The {hidden} was described from a skeleton "
                                           f"found in a quarry ({what}).\n")
-    r = RAG(tmp_path / "ix")
+    r = RAG(tmp_path / "ix", **FAKES)  # its vectors see whole words only where the text was cleaned
     r.ingest([docs])
     for word in WORDS:
         hits = r.search(word, k=1, mode="keyword")
@@ -181,7 +186,7 @@ def test_a_file_over_max_chunks_per_file_fails_alone_and_fast(tmp_path):
     (docs / "big.csv").write_text("id,value\n" + "".join(f"{i},{i % 97}\n" for i in range(1_000_000)))  # 9 MB
     (docs / "good.md").write_text("# Kiwi\n\nThe kiwi is a flightless bird of New Zealand.\n")
     started = time.perf_counter()
-    report = RAG(tmp_path / "ix", max_chunks_per_file=20_000).ingest([docs])
+    report = RAG(tmp_path / "ix", max_chunks_per_file=20_000, **FAKES).ingest([docs])
     took = time.perf_counter() - started
     assert [(Path(f.path).name, "max_chunks_per_file" in f.reason) for f in report.failed] == [("big.csv", True)]
     assert report.added == 1 and took < 120, took
@@ -243,11 +248,11 @@ def test_an_index_on_a_read_only_disk_is_searched_not_called_damaged(tmp_path, c
 def test_a_full_disk_during_ingest_is_one_line_and_the_index_stays(tmp_path, corpus):
     with tmpfs(tmp_path / "small", "2m") as disk:
         index = disk / "ix"
-        RAG(index, chunk_size=32, chunk_overlap=4).ingest([corpus])  # small passages: many vectors, cheaply
+        RAG(index, chunk_size=32, chunk_overlap=4, **FAKES).ingest([corpus])  # small passages: many vectors, cheaply
         before = RAG(index).info()
         more = tmp_path / "more"
         more.mkdir()
-        for i in range(10):  # about 2,000 passages: their vectors alone need 3 MB
+        for i in range(30):  # about 3,000 passages: their vectors (the fake encoder's 256 numbers) need 3 MB
             (more / f"part{i}.txt").write_text("\n\n".join(
                 f"Section {i}-{j}: the ledger lists crate {i * 1000 + j} of copper wire." for j in range(200)))
         r = rag("ingest", more, "--index", index, "--no-prune", "--json")
@@ -282,7 +287,7 @@ def test_an_unreachable_ray_cluster_is_one_line_before_the_write_lock(tmp_path, 
     import fcntl
 
     index = tmp_path / "ix"
-    RAG(index).ingest([corpus / "bees.txt"])
+    RAG(index, **FAKES).ingest([corpus / "bees.txt"])
     with open(index / "write.lock", "a+") as lock:  # another writer holds the index
         fcntl.flock(lock, fcntl.LOCK_EX)
         started = time.perf_counter()

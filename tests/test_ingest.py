@@ -1,4 +1,6 @@
-"""Incremental ingest, bad input isolation, and retrieval through the public API."""
+"""Incremental ingest, bad input isolation, and retrieval through the public API. The
+bookkeeping runs on the fake encoder (rag/models/fakes.py: real index, deterministic
+bag-of-words vectors); the real encoder ingests and searches in the tests marked slow."""
 
 import os
 
@@ -8,15 +10,17 @@ from rag import RAG
 from rag.core.errors import BadIndex, IndexLocked, RagError
 from rag.index.store import Store
 
-pytestmark = pytest.mark.slow  # ingests with the real encoder
+FAKES = {"encoder": "fake", "generator": "fake", "translator": "off"}
 
 
 def open_rag(index_dir, **kw):
-    return RAG(index_dir, commit_every_chunks=kw.pop("commit_every_chunks", None), **kw)
+    """A RAG on the fake encoder (no model loads): what is checked here is the index's bookkeeping."""
+    return RAG(index_dir, commit_every_chunks=kw.pop("commit_every_chunks", None), **{**FAKES, **kw})
 
 
+@pytest.mark.slow  # the real encoder, chosen for English documents
 def test_ingest_and_search(corpus, index_dir):
-    rag = open_rag(index_dir)
+    rag = RAG(index_dir)
     report = rag.ingest([corpus])
     assert (report.added, report.failed) == (4, [])
     hits = rag.search("Who invented the Fresnel lens?", k=3)
@@ -175,8 +179,9 @@ def test_keyword_index_follows_incremental_updates(corpus, index_dir):
     assert rag.search("tomatoes", k=3, mode="keyword") == []
 
 
+@pytest.mark.slow  # the real encoder: a paraphrase is found by meaning
 def test_hybrid_ranks_exact_terms_and_meaning(corpus, index_dir):
-    rag = open_rag(index_dir)
+    rag = RAG(index_dir)
     rag.ingest([corpus])
     # a rare exact term (keyword wins) and a paraphrase (dense wins) both land first in hybrid
     assert rag.search("Etna", k=1, mode="hybrid")[0].source.endswith("volcano.html")
