@@ -14,6 +14,7 @@ server): `encoder = "fake"` and `generator = "fake"` (Settings, RAG_ENCODER / RA
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import threading
@@ -36,6 +37,7 @@ class FakeTokenizer:
         return {"input_ids": ids[0] if one else ids}
 
 
+@functools.lru_cache(maxsize=100_000)
 def _bucket(word: str, n: int) -> int:
     return int.from_bytes(hashlib.blake2b(word.lower().encode(), digest_size=8).digest(), "little") % n
 
@@ -80,6 +82,7 @@ class FakeDecoder(Decoder):
         self.replies = replies
         self.scores = scores
         self.prompts: list[list[dict]] = []  # every prompt it was given, in order
+        self.options: list[dict] = []  # the options of each call (stop strings, copy_from, max_tokens...)
         self.lock = threading.Lock()
 
     @property
@@ -92,6 +95,7 @@ class FakeDecoder(Decoder):
     def stream(self, messages: list[dict], prefix: str = "", max_tokens: int = 64,
                stop: list[str] | None = None, temperature: float = 0.0, **copy) -> Iterator[str]:
         self.prompts.append(messages)
+        self.options.append({"prefix": prefix, "max_tokens": max_tokens, "stop": stop, "temperature": temperature, **copy})
         reply = self._reply(messages, copy.get("copy_from") or [])
         if isinstance(reply, BaseException):
             yield "partial"
