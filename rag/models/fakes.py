@@ -82,7 +82,6 @@ class FakeDecoder(Decoder):
         self.replies = replies
         self.scores = scores
         self.prompts: list[list[dict]] = []  # every prompt it was given, in order
-        self.options: list[dict] = []  # the options of each call (stop strings, copy_from, max_tokens...)
         self.lock = threading.Lock()
 
     @property
@@ -95,7 +94,6 @@ class FakeDecoder(Decoder):
     def stream(self, messages: list[dict], prefix: str = "", max_tokens: int = 64,
                stop: list[str] | None = None, temperature: float = 0.0, **copy) -> Iterator[str]:
         self.prompts.append(messages)
-        self.options.append({"prefix": prefix, "max_tokens": max_tokens, "stop": stop, "temperature": temperature, **copy})
         reply = self._reply(messages, copy.get("copy_from") or [])
         if isinstance(reply, BaseException):
             yield "partial"
