@@ -50,16 +50,6 @@ def cite_span(span: str, passages: list[tuple[Hit, str]]) -> list[Source]:
     return sources
 
 
-def attach_citations(answer: str, passages: list[tuple[Hit, str]]) -> tuple[str, list[Source]]:
-    """`cite_span`, and the answer with its markers made those of the cited sources."""
-    sources = cite_span(answer, passages)
-    n = len(passages)
-    text = MARKER.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= n else "", answer)
-    text = strip_markers(re.sub(r"[ \t]{2,}", " ", text).strip())
-    cited = [s.n for s in sources if s.cited]
-    return (f"{text} " + "".join(f"[{c}]" for c in cited) if cited else text), sources
-
-
 def evidence(answer: str, passage: str) -> str:
     """The passage sentence that contains the answer, else the one sharing most words with it."""
     parts = sentences(passage)
