@@ -1,5 +1,7 @@
-"""`RAG`: the one object the CLI, the UI and scripts use. Cheap to construct; the encoder
-and decoder load on first use and are reused for every later call."""
+"""`RAG`: the facade the CLI, the web page, the HTTP server and scripts use. Cheap to
+construct; the encoder and decoder load on first use and are reused for every later call. It
+builds the answer pipeline from parts (retriever, query translator, decoder factory, encoder,
+the models' profiles, settings: rag/answer/pipeline.py), and no stage holds the RAG."""
 
 from __future__ import annotations
 
@@ -104,7 +106,7 @@ class RAG:
     @property
     def generator_name(self) -> str:
         """The decoder's name: the setting, or for "auto" the one measured best for this
-        index's encoder (models.choose_generator)."""
+        index's encoder (rag/models/catalog.py: choose_generator)."""
         s = self.settings
         if s.generator != "auto":
             return s.generator
@@ -316,7 +318,7 @@ class RAG:
     def stream(self, question: str, k: int | None = None, history: list | None = None,
                mode: str | None = None, max_tokens: int | None = None) -> Iterator[Draft | Answer]:
         """Yield `Draft` pieces of the decoder's span as it writes, then the complete `Answer`
-        (the pipeline is in rag/pipeline.py). The decoder queues concurrent questions on its
+        (the pipeline is in rag/answer/pipeline.py). The decoder queues concurrent questions on its
         own lock (one per loaded model)."""
         s = self.settings
         text, query = rewrite_follow_up(question, history)

@@ -3,8 +3,9 @@
     Retrieve -> Read -> Cite -> Compose -> Judge -> Answer
 
 Each stage is a small class with one `run(question)` on one state record, `Question`; it gets
-the parts it needs (retriever, decoder, encoder, store) when it is made, and never calls back
-up. `AnswerPipeline.stream` runs them in order and decides "not found" in one place
+the parts it needs (retriever, decoder, encoder, the next passage's lookup) when it is made,
+and never calls back up. `AnswerPipeline` is built from parts, not from the RAG facade (see its
+docstring). `AnswerPipeline.stream` runs the stages in order and decides "not found" in one place
 (`AnswerPipeline.refusal`), between the stages. Reading streams `Draft` events (the decoder's
 raw span); the last event is the `Answer`, built once, never edited after.
 

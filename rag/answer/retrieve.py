@@ -1,4 +1,7 @@
-"""Retrieval: dense (FAISS), keyword (SQLite FTS5 BM25) and hybrid fusion of the two -> Hit[]."""
+"""Retrieval. `Retriever`: dense (FAISS), keyword (SQLite FTS5 BM25) and hybrid fusion of the
+two -> Hit[], over one index with the numbers of its encoder's profile. `QueryTranslator`: what
+search reads for a query, its translation into the index's language where it needs one
+(translate.py), else None."""
 
 from __future__ import annotations
 

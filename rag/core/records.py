@@ -1,6 +1,7 @@
 """What a passage and an answer are, as data: the records retrieval and the answer pipeline
 (`rag/answer/`) fill and every door (terminal, web page, HTTP, JSON) renders with
-`present.py`. Nothing reads an answer's parts back out of its text."""
+`present.py`. Nothing reads an answer's parts back out of its text: `Answer.to_dict` writes
+them as JSON fields and `Answer.from_dict` rebuilds the answer from them (`rag ask --server`)."""
 
 from __future__ import annotations
 

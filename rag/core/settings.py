@@ -2,7 +2,7 @@
 
 Values come from (later wins): the defaults below, `rag.toml` in the working directory
 (or the file named by RAG_CONFIG), environment variables `RAG_<FIELD>`, and explicit
-keyword arguments (the CLI's flags)."""
+keyword arguments (the CLI's flags). Code with no Settings at hand reads `configured()`."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ nobody in:
     {"keys": [{"name": "alice", "sha256": "<64 hex digits>", "indexes": ["handbook"], "write": true},
               {"name": "bot", "sha256": "...", "indexes": ["*"]}]}
 
-`python -m rag.keys add FILE --index handbook [--write] [--name alice]` makes a new random
+`python -m rag.http.keys add FILE --index handbook [--write] [--name alice]` makes a new random
 key, adds its hash to FILE and prints the key once."""
 
 from __future__ import annotations

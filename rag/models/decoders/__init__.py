@@ -4,9 +4,10 @@
 - `hf.Transformers`: any Hugging Face causal LM directory;
 - `openai_chat.ChatServer`: `openai:MODEL` on an OpenAI-compatible server; writes freely.
 
-The local two copy spans under `constraint.CopyConstraint`. A decoder is made once per
-process for its settings (`load_decoder`) and shared by every `RAG`; its weights load on
-first use or `warm_up()`."""
+The local two copy spans under `constraint.CopyConstraint`; "fake" is the tests' scripted
+decoder (rag/models/fakes.py). A decoder is made once per process for its settings
+(`load_decoder`; `decoder_for` takes them from a Settings) and shared by every `RAG`; its
+weights load on first use or `warm_up()`."""
 
 from __future__ import annotations
 

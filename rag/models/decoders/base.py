@@ -1,7 +1,8 @@
 """The two kinds of decoder the answer pipeline talks to.
 
 - `Decoder`: anything that turns chat messages into a stream of text pieces within a
-  context window (`count` says how much of it a text takes). A remote chat model is only this.
+  context window (`count` says how much of it a text takes), and `score`s candidate answers
+  where the backend can (None where it cannot). A remote chat model is only this.
 - `LocalModel`: a model in this process (llama.cpp, transformers) that can also *copy*: with
   `copy_from`, every token it writes continues a verbatim span of those texts
   (`constraint.CopyConstraint`). It owns the lock that serialises generation on it, so any
