@@ -14,7 +14,7 @@ import textwrap
 from dataclasses import asdict, fields
 
 from rag.core.errors import RagError
-from rag.core.present import safe, terminal, timings_line, where
+from rag.core.present import is_blank, lone_surrogate, safe, terminal, timings_line, where
 from rag.core.settings import Settings
 
 _SETTING = {f.name: f.default for f in fields(Settings)}  # the defaults a flag's help names
@@ -236,7 +236,18 @@ def cmd_ingest(args) -> int:
     return 1 if report.failed else 0
 
 
+def _text(value: str, what: str) -> str:
+    """A question or query from the command line, or a usage error: bytes that are not UTF-8
+    (Python keeps them as lone surrogates, which no encoder takes), or nothing visible."""
+    if lone_surrogate(value):
+        raise RagError(f"the {what} has bytes that are not UTF-8 text; type it again in a UTF-8 terminal")
+    if is_blank(value):
+        raise RagError(f"the {what} is empty (no visible characters)")
+    return value
+
+
 def cmd_search(args) -> int:
+    _text(args.query, "query")
     rag = _rag(args)
     searched = rag.translated_query(args.query)
     if searched:
@@ -255,6 +266,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_ask(args) -> int:
+    _text(args.question, "question")
     if args.server: return _ask_remote(args)  # noqa: E701
     from rag.core.records import Answer
 

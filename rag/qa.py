@@ -140,11 +140,12 @@ class RAG:
             self._translator = Translator(partial(decoder_for, name, s, "auto"), language) if language else False
         return self._translator or None
 
-    def translated_query(self, query: str) -> str | None:
+    def translated_query(self, query: str, wait: bool = True) -> str | None:
         """The query `search` reads for `query` in the index's language, or None where it is
         searched as asked: a question in another script than the index's, or one whose words
-        the index mostly lacks, is translated (rag/answer/translate.py)."""
-        return QueryTranslator(self.translator, self.store if self.translator else None)(query)
+        the index mostly lacks, is translated (rag/answer/translate.py). `wait=False`: None
+        where the translator is busy with another question."""
+        return QueryTranslator(self.translator, self.store if self.translator else None)(query, wait=wait)
 
     def warm_up(self) -> dict:
         """Load the encoder and the decoder now, side by side (both loaders spend their time
@@ -235,7 +236,8 @@ class RAG:
     def find(self, query: str, k: int | None = None, mode: str | None = None, diverse: bool = False) -> Found:
         """`search`, with the translation that was searched (None where the query was searched
         as asked): what `rag search` and the HTTP API show as "searched as"."""
-        translated = self.translated_query(query)
+        # a search never waits for the translator, busy with another question: it is searched as asked
+        translated = self.translated_query(query, wait=False)
         hits = self.retriever.search(translated or query, _positive_k(k, self.settings.k),
                                      mode or self.settings.mode, diverse, asked=query if translated else None)
         return Found(hits, translated)
@@ -316,13 +318,16 @@ class RAG:
         return answer
 
     def stream(self, question: str, k: int | None = None, history: list | None = None,
-               mode: str | None = None, max_tokens: int | None = None) -> Iterator[Draft | Answer]:
+               mode: str | None = None, max_tokens: int | None = None,
+               cancel: threading.Event | None = None) -> Iterator[Draft | Answer]:
         """Yield `Draft` pieces of the decoder's span as it writes, then the complete `Answer`
         (the pipeline is in rag/answer/pipeline.py). The decoder queues concurrent questions on its
-        own lock (one per loaded model)."""
+        own lock (one per loaded model). `cancel`: set when the asker has left (`rag serve`):
+        the translation stops, and nothing after it starts; the stream then ends without an Answer."""
         s = self.settings
         text, query = rewrite_follow_up(question, history)
-        q = Question(question, text, query, _positive_k(k, s.k), mode or s.mode, max_tokens or s.max_tokens)
+        q = Question(question, text, query, _positive_k(k, s.k), mode or s.mode, max_tokens or s.max_tokens,
+                     cancel=cancel)
         yield from self.pipeline.stream(q)
 
 

@@ -15,13 +15,14 @@ decoder copied from, so which passage that is must be known first."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from rag.answer import compose as comp
 from rag.answer import confidence as conf
 from rag.answer.citations import check_free_answer, cite_span, evidence
-from rag.answer.prompt import ABSTAIN, CLAUSE_ENDS, avoid_first, build_messages, fit_passages
+from rag.answer.prompt import ABSTAIN, CLAUSE_ENDS, MIN_CUT_TOKENS, avoid_first, build_messages, fit_passages
 from rag.core.errors import RagError
 from rag.core.present import EMPTY_INDEX, MAY_NOT_SAY, NOT_FOUND, statement
 from rag.core.records import Answer, Draft, Hit, Sentence, Source, Timer
@@ -65,6 +66,11 @@ class Question:
     respanned: str = ""  # Compose: the sentence the decoder copied again from, when the check overruled it
     signals: dict = field(default_factory=dict)  # Judge: what the confidence was computed from
     confidence: float | None = None  # Judge: the probability that the short answer is right
+    cancel: threading.Event | None = None  # set when the asker left (a server's client): stop early
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
 
     @property
     def everything(self) -> list[tuple[Hit, str]]:
@@ -83,7 +89,15 @@ class Retrieve:
         self.reads_translation = reads_translation
 
     def run(self, q: Question) -> None:
-        q.searched = (self.translate(q.query) if self.translate is not None else None) or ""
+        if q.cancelled:  # the asker left: no translation, no search
+            return
+        if self.translate is None:
+            q.searched = ""
+        else:  # a question whose asker may leave passes its event on: the translation stops with it
+            q.searched = (self.translate(q.query, cancel=q.cancel) if q.cancel is not None
+                          else self.translate(q.query)) or ""
+        if q.cancelled:
+            return
         if q.searched:
             q.timer.mark("translate_ms")
             if self.reads_translation:
@@ -118,7 +132,13 @@ class Read:
     def run(self, q: Question) -> Iterator[Draft]:
         decoder, abstain = self.decoder, self.abstains(q)
         empty = build_messages(q.text, [], abstain, self.grounded)
-        budget = decoder.n_ctx - q.max_tokens - decoder.count(decoder.render(empty, prefix="Answer:")) - TEMPLATE_SLACK
+        asked = decoder.count(decoder.render(empty, prefix="Answer:"))
+        budget = decoder.n_ctx - q.max_tokens - asked - TEMPLATE_SLACK
+        if budget < MIN_CUT_TOKENS:  # not even a passage's sentence would fit beside the question
+            q.failure = (f"The question is too long for the decoder: with its prompt it takes {asked} of the "
+                         f"{decoder.n_ctx} tokens the decoder reads, leaving no room for a passage and the "
+                         f"{q.max_tokens}-token answer; ask it in fewer words. The closest passages follow.")
+            return
         q.passages = fit_passages(q.hits[:self.prompt_k], decoder.count, budget)
         messages = build_messages(q.text, q.passages, abstain, self.grounded)
         pieces = []
@@ -314,6 +334,8 @@ class AnswerPipeline:
             q.timer.mark("retrieve_ms")
         else:
             self.retrieve.run(q)
+        if q.cancelled:  # nobody is waiting for the answer: the decoder is not started
+            return
         if self.refusal(q) is None:
             reader = self.reader
             yield from reader.run(q)

@@ -9,6 +9,7 @@ import numpy as np
 
 from rag.answer.translate import FOREIGN as COVERED
 from rag.answer.translate import needs_translation
+from rag.core.present import is_blank
 from rag.core.records import Hit
 from rag.core.settings import MODES, Settings
 from rag.index.store import Snapshot, Store
@@ -180,18 +181,22 @@ def _jaccard(a: set, b: set) -> float:
 class QueryTranslator:
     """What search reads for a query, in the index's language: a question in another script
     than the index's, or one whose words the index mostly lacks, is translated (translate.py);
-    None where it is searched as asked. `translator` is None where nothing is translated."""
+    None where it is searched as asked. `translator` is None where nothing is translated.
+    `wait=False` (a search): never wait for the translator, busy with another question;
+    `cancel`: the asker left (the translation stops, translate.Translator)."""
 
     def __init__(self, translator, store: Store):
         self.translator, self.store = translator, store
 
-    def __call__(self, query: str) -> str | None:
+    def __call__(self, query: str, cancel=None, wait: bool = True) -> str | None:
         translator = self.translator
-        if translator is None or not query.strip():
-            return None
+        if translator is None or is_blank(query) or (cancel is not None and cancel.is_set()):
+            return None  # (nothing visible: no model is asked to translate control characters)
 
         def coverage():
             with self.store.snapshot() as snap:
                 return snap.coverage(clean(query))
 
-        return translator(query) if needs_translation(query, translator.language, coverage) else None
+        if not needs_translation(query, translator.language, coverage):
+            return None
+        return translator(query, cancel=cancel, wait=wait)

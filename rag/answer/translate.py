@@ -129,34 +129,89 @@ def accept(reply: str, question: str, language: str = "English") -> str | None:
 class Translator:
     """Question -> search query in `language` through `decoder` (loaded on first use),
     remembered for the last CACHE_SIZE questions (the same question is translated once per
-    process, also when the answer pipeline, then search, ask for it)."""
+    process, also when the answer pipeline, then search, ask for it).
+
+    One translation at a time (a 1.5B model takes seconds), and a search never waits for one:
+    `wait=False` (searches) translates only when the translator, and its model, are free, else
+    the query is searched as asked, so searches that need translations cannot fill a server's
+    search threads behind each other. A question (`wait=True`) waits its turn, but not past its
+    `cancel` event (its client left): that is checked while waiting and between the
+    translation's tokens, which stops the decoder and frees its turn."""
 
     def __init__(self, decoder_factory, language: str = "English"):
         self._factory, self.language = decoder_factory, language
         self._cache: OrderedDict[str, str | None] = OrderedDict()
         self._lock = threading.Lock()
+        self._turn = threading.Lock()  # the one translation running
 
-    def __call__(self, question: str) -> str | None:
+    def __call__(self, question: str, cancel: threading.Event | None = None, wait: bool = True) -> str | None:
         """`question` in the translator's language, or None where it should be searched as
-        asked (the caller decides which questions need one: `needs_translation`)."""
+        asked (the caller decides which questions need one: `needs_translation`), where the
+        translator is busy and `wait` is False, or where `cancel` is set (nothing remembered)."""
         question = " ".join(question.split())
         if not question or len(question) > MAX_QUESTION_CHARS:
             return None
-        with self._lock:
-            if question in self._cache:
-                self._cache.move_to_end(question)
-                return self._cache[question]
+        cached = self._cached(question)
+        if cached is not _MISSING:
+            return cached
+        if not self._take_turn(wait, cancel):
+            return None
         try:
-            decoder = self._factory()
-            limit = min(MAX_TOKENS, TOKENS_PER_CHAR * len(question) + EXTRA_TOKENS)
-            reply = "".join(decoder.stream(messages(question, self.language), max_tokens=limit, stop=["\n"]))
-            translated = accept(reply, question, self.language)
-        except Exception as e:  # a failed translation costs the cross-language match, not the answer;
-            # remembered, so a hanging server costs its deadline once per question, not per search
-            log.warning("could not translate the question for search (%s); searching it as asked", e)
-            translated = None
+            cached = self._cached(question)  # translated while this one waited
+            if cached is not _MISSING:
+                return cached
+            translated = self._translate(question, cancel, wait)
+        finally:
+            self._turn.release()
+        if translated is _MISSING:  # stopped: not remembered, the next ask translates it
+            return None
         with self._lock:
             self._cache[question] = translated
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         return translated
+
+    def _cached(self, question: str):
+        with self._lock:
+            if question in self._cache:
+                self._cache.move_to_end(question)
+                return self._cache[question]
+        return _MISSING
+
+    def _take_turn(self, wait: bool, cancel: threading.Event | None) -> bool:
+        if not wait:
+            return self._turn.acquire(blocking=False)
+        while not self._turn.acquire(timeout=0.1):
+            if cancel is not None and cancel.is_set():
+                return False
+        if cancel is not None and cancel.is_set():
+            self._turn.release()
+            return False
+        return True
+
+    def _translate(self, question: str, cancel: threading.Event | None, wait: bool):
+        """The accepted translation, None where there is none, or _MISSING where it was not
+        made: cancelled, or (`wait` False) the model busy answering a question."""
+        try:
+            decoder = self._factory()
+            model_lock = getattr(decoder, "lock", None)  # a local model shared with the answers
+            if not wait and isinstance(model_lock, type(self._turn)) and model_lock.locked():
+                return _MISSING
+            limit = min(MAX_TOKENS, TOKENS_PER_CHAR * len(question) + EXTRA_TOKENS)
+            pieces = []
+            stream = decoder.stream(messages(question, self.language), max_tokens=limit, stop=["\n"])
+            try:
+                for piece in stream:
+                    if cancel is not None and cancel.is_set():
+                        return _MISSING
+                    pieces.append(piece)
+            finally:
+                getattr(stream, "close", lambda: None)()  # stops the decoder (and frees its model) at once
+            return accept("".join(pieces), question, self.language)
+        except Exception as e:  # a failed translation costs the cross-language match, not the answer;
+            # remembered, so a hanging server costs its deadline once per question, not per search
+            log.warning("could not translate the question for search (%s); searching it as asked", e)
+            return None
+
+
+_MISSING = object()

@@ -40,31 +40,47 @@ def statement(sentences, text=str, mark=lambda n: f"[{n}]") -> str:
     return " ".join(parts)
 
 
-def closest(answer, n: int = 3) -> str:
-    """"[1] guide.pdf, page 3; [2] notes.txt": where a person can look when rag doubts its answer."""
-    return "; ".join(f"[{s.n}] {where(s, full_path=False, heading=False)}" for s in answer.sources[:n])
+def closest(answer, n: int = 3, text=str) -> str:
+    """"[1] guide.pdf, page 3; [2] notes.txt": where a person can look when rag doubts its answer
+    (`text` renders the file names: `markdown_text` in Markdown)."""
+    return "; ".join(f"[{s.n}] {text(where(s, full_path=False, heading=False))}" for s in answer.sources[:n])
 
 
-def not_found(answer) -> str:
+def not_found(answer, text=str) -> str:
     """The note of an answer that was not found; one refused for its low confidence names the
     closest passages ("The documents may not say this; the closest passages are [1] a.txt")."""
     if answer.note == MAY_NOT_SAY and answer.sources:
-        return f"{MAY_NOT_SAY[:-1]}; the closest passages are {closest(answer)}."
+        return f"{MAY_NOT_SAY[:-1]}; the closest passages are {closest(answer, text=text)}."
     return answer.note
 
 
-def markdown(answer) -> str:
+# What Markdown acts on in a document's words, escaped with a backslash so they show as the
+# characters they are: `[` and `]` (links, and `![...](...)` images: a tracking pixel or a
+# `javascript:` link), `<` (HTML and <autolinks>), `*`, `_` and `~` (emphasis, strikethrough),
+# backticks (code) and the backslash itself (else a document's own `\[` would undo ours). Other
+# punctuation (`!`, `(`, `#`, `&`...) makes nothing without these, so plain prose stays as it is.
+_MD_ACTIVE = re.compile(r"([\\`*_~\[\]<])")
+
+
+def markdown_text(text: str) -> str:
+    """Document (or model) text as Markdown that shows it as written, never as markup."""
+    return _MD_ACTIVE.sub(r"\\\1", text)
+
+
+def markdown(answer, text=markdown_text) -> str:
     """What a person reads: the short answer in bold before its cited sentence(s), or the note
-    of an answer that was not found."""
+    of an answer that was not found. The documents' words are escaped (`markdown_text`), as the
+    web page escapes its HTML: an image or link in a passage shows as text in a client that
+    renders Markdown (the HTTP API's `content`)."""
     if not answer.found:
-        return not_found(answer)
-    body = statement(answer.sentences)
-    return f"**{answer.short}**: {body}" if answer.short_first else body
+        return not_found(answer, text)
+    body = statement(answer.sentences, text)
+    return f"**{text(answer.short)}**: {body}" if answer.short_first else body
 
 
 def plain(answer) -> str:
     """The answer's words without markup or markers (what the scorers compare with gold)."""
-    return strip_markers(markdown(answer)).replace("**", "") if answer.found else ""
+    return strip_markers(markdown(answer, text=str)).replace("**", "") if answer.found else ""
 
 
 def source_dict(s) -> dict:
@@ -114,6 +130,18 @@ def html(answer, anchors: str = "src") -> str:
 # model server (set the title, clear the screen) must print as text, not act.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _CONTROL_AND_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def is_blank(text: str) -> bool:
+    """Nothing a person could have meant: only spaces, control characters and invisible ones
+    (zero-width spaces and joiners, byte-order marks, soft hyphens: Unicode's format class)."""
+    return not any(c.isprintable() and not c.isspace() for c in text)
+
+
+def lone_surrogate(text: str) -> bool:
+    """`text` holds half of a UTF-16 pair (JSON's "\\ud800", or bytes that are not UTF-8 in
+    a command's arguments): no character, and no encoder, database or JSON writer takes it."""
+    return any("\ud800" <= c <= "\udfff" for c in text)
 
 
 def safe(text: str, keep_newlines: bool = True) -> str:

@@ -102,6 +102,14 @@ class Settings:
     serve_queue: int = 8  # questions in line for the decoder beyond the one it answers; more get 429
     serve_deadline: float = 120.0  # seconds one request may take in all, waiting included
     serve_search_threads: int = 4  # searches, embeddings and index info run in this many threads, beside generation
+    # Connections: a client that opened one and sent no complete request headers in
+    # serve_header_timeout seconds is closed; past serve_max_connections open at once the
+    # oldest that has sent no complete request is closed to let the new one in (idle half-sent
+    # requests cannot use up the process's files: never more than its open-file limit allows)
+    serve_max_connections: int = 512
+    serve_header_timeout: float = 10.0
+    serve_keep_alive: float = 5.0  # seconds an idle keep-alive connection stays open after a response
+    serve_backlog: int = 128  # connections the kernel holds before they are accepted (and accepted at once)
 
     def __post_init__(self):
         """Every Settings is valid, however it was made (defaults, rag.toml, RAG_*, arguments,
@@ -188,7 +196,8 @@ RANGES: dict[str, tuple] = {
     "serve_max_question_chars": (1, 10**8), "serve_max_history": (0, 10**6), "serve_max_message_chars": (1, 10**9),
     "serve_max_k": (1, 100_000), "serve_max_tokens": (1, 1_000_000), "serve_max_embed_inputs": (1, 10**6),
     "serve_max_embed_chars": (1, 10**9), "serve_queue": (0, 10**6), "serve_deadline": (0.001, 86400.0),
-    "serve_search_threads": (1, 1024),
+    "serve_search_threads": (1, 1024), "serve_max_connections": (8, 10**6), "serve_header_timeout": (0.1, 3600.0),
+    "serve_keep_alive": (0.1, 3600.0), "serve_backlog": (1, 65535),
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "encoder_runtime": ("auto", "onnx-openvino", "onnx-int8", "onnx", "torch"),

@@ -12,6 +12,7 @@ import uuid
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from rag.core.present import is_blank
 from rag.core.records import Answer
 from rag.core.settings import Settings
 from rag.http import gate
@@ -49,8 +50,8 @@ def chat_args(body: ChatRequest, s: Settings) -> dict:
     if not turns or turns[-1].role != "user":
         raise ApiError(422, "messages: the last message must be the user's question", "no_question", "messages")
     question = text(turns[-1].content).strip()
-    if not question:
-        raise ApiError(422, "messages: the question is empty", "empty_question", "messages")
+    if is_blank(question):  # also only control or zero-width characters: nothing to translate or search
+        raise ApiError(422, "messages: the question is empty (no visible characters)", "empty_question", "messages")
     if len(question) > s.serve_max_question_chars:
         raise ApiError(422, f"messages: the question is {len(question)} characters; at most "
                             f"{s.serve_max_question_chars}", "question_too_long", "messages")

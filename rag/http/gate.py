@@ -103,7 +103,7 @@ def _produce(rag, kwargs: dict, cancel: threading.Event, deadline: float, loop, 
         except RuntimeError:  # the loop is closed: nobody is listening
             cancel.set()
 
-    stream = rag.stream(**kwargs)
+    stream = rag.stream(**kwargs, cancel=cancel)  # the translation stops with the client, too
     try:
         for item in stream:
             if cancel.is_set() or time.monotonic() > deadline:

@@ -8,9 +8,10 @@ import json
 from typing import Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rag.core.errors import BadIndex, IndexLocked, RagError
+from rag.core.present import lone_surrogate
 
 
 class ApiError(Exception):
@@ -54,6 +55,34 @@ def internal_error(e: BaseException) -> dict:
 Mode = Literal["dense", "keyword", "hybrid"]
 
 
+def _surrogate_at(value, where: str = "") -> str | None:
+    """Where in a parsed JSON body a string holds a lone surrogate ("messages.0.content"), or None."""
+    if isinstance(value, str):
+        return where or "body" if lone_surrogate(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and lone_surrogate(key):
+            return where or "body"
+        found = _surrogate_at(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
+class Body(BaseModel):
+    """A request body. Text with a lone surrogate (JSON's "\\ud800": half of a UTF-16 pair, no
+    character) is refused here, before any encoder, database or JSON writer chokes on it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_lone_surrogates(cls, data):
+        where = _surrogate_at(data)
+        if where:
+            raise ValueError(f"{where} holds a lone UTF-16 surrogate (such as \\ud800), which is no "
+                             "character: send the text as valid Unicode")
+        return data
+
+
 class Part(BaseModel):
     model_config = ConfigDict(extra="allow")
     type: str
@@ -66,7 +95,7 @@ class Message(BaseModel):
     content: str | list[Part] | None = None
 
 
-class ChatRequest(BaseModel):
+class ChatRequest(Body):
     """OpenAI's chat request; fields rag does not use (temperature, top_p, ...) are accepted and
     ignored (answers are greedy and copied from the passages). `k` and `mode` are rag's own."""
     model_config = ConfigDict(extra="allow")
@@ -79,7 +108,7 @@ class ChatRequest(BaseModel):
     mode: Mode | None = None
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(Body):
     query: str
     index: str | None = None
     model: str | None = None  # OpenAI clients name the index `model`: either works
@@ -87,7 +116,7 @@ class SearchRequest(BaseModel):
     mode: Mode | None = None
 
 
-class EmbeddingsRequest(BaseModel):
+class EmbeddingsRequest(Body):
     model_config = ConfigDict(extra="allow")
     model: str
     input: str | list[str]
