@@ -52,6 +52,7 @@ class Settings:
     max_inflated_mb: float = 256.0  # an archive member (.docx part) may inflate to this
     max_text_mb: float = 64.0  # text extracted from one file
     max_ocr_seconds: float = 300.0  # OCR of one file's scanned pages; pages past it are reported skipped
+    max_parse_seconds: float = 120.0  # parsing one archive-based file (.docx .pptx .xlsx .ods .epub), OCR aside
     max_chunk_chars: int = 2000  # also when the text has no word boundaries
     max_json_depth: int = 64
     # a file that splits into more fails with this reason (bounded work per file); a 100,000-row
@@ -183,6 +184,7 @@ INF = math.inf
 RANGES: dict[str, tuple] = {
     "chunk_size": (8, 8192), "chunk_overlap": (0, 8191),
     "max_file_mb": (0.001, 1e6), "max_inflated_mb": (0.001, 1e6), "max_text_mb": (0.001, 1e6), "max_ocr_seconds": (0.001, 86400.0),
+    "max_parse_seconds": (0.001, 86400.0),
     "max_chunk_chars": (64, 10_000_000), "max_json_depth": (1, 900),  # CPython's parser stops near 1000
     "max_chunks_per_file": (1, 100_000_000),
     "encode_batch_size": (1, 65536), "commit_every_chunks": (1, 10**12), "ray_cpus_per_worker": (1, 4096),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rag.core.errors import UnreadableFile
 from rag.readers import ebooks, ocr, sheets, slides
-from rag.readers.base import Document, HeadingPath, Limits, Section, decode, drop, grouped, open_archive
+from rag.readers.base import Document, HeadingPath, Limits, Section, decode, drop, grouped, open_archive, xml_events
 from rag.readers.html import read_html
 
 CODE_SUFFIXES = {
@@ -169,27 +169,27 @@ def _read_docx(data: bytes, limits: Limits) -> list[Section]:
         with open_archive(data, limits, ".docx") as archive:
             styles = _docx_styles(archive)
             with archive.open("word/document.xml") as xml:
-                return _docx_sections(etree.iterparse(
-                    xml, events=("end",), tag=(_W + "p", _W + "tbl"), resolve_entities=False,
-                    no_network=True, remove_comments=True), styles, limits)
+                return _docx_sections(xml_events(xml, (_W + "p", _W + "tbl"), archive.budget), styles, limits)
     except (zipfile.BadZipFile, KeyError, ValueError, etree.XMLSyntaxError, EOFError) as e:
         raise UnreadableFile(f"corrupt .docx ({type(e).__name__})") from e
 
 
 def _docx_styles(archive) -> dict[str, str]:
-    """Style id -> style name ('Heading1' -> 'heading 1')."""
+    """Style id -> style name ('Heading1' -> 'heading 1'), streamed (the part may be of any size)."""
     from lxml import etree
 
-    try:
-        root = etree.fromstring(archive.read("word/styles.xml"), etree.XMLParser(resolve_entities=False,
-                                                                                no_network=True))
-    except (KeyError, etree.XMLSyntaxError):
-        return {}
     names = {}
-    for style in root.iter(_W + "style"):
-        name = style.find(_W + "name")
-        if name is not None:
-            names[style.get(_W + "styleId")] = name.get(_W + "val") or ""
+    if "word/styles.xml" not in archive.names:
+        return names
+    try:
+        with archive.open("word/styles.xml") as xml:
+            for style in xml_events(xml, (_W + "style",), archive.budget):
+                name = style.find(_W + "name")
+                if name is not None:
+                    names[style.get(_W + "styleId")] = name.get(_W + "val") or ""
+                drop(style)
+    except etree.XMLSyntaxError:
+        return {}
     return names
 
 
@@ -208,9 +208,8 @@ def _docx_sections(events, styles: dict[str, str], limits: Limits) -> list[Secti
             sections.append(Section("\n".join(lines), heading=str(path)))
             lines.clear()
 
-    for _, element in events:
-        parent = element.getparent()
-        if parent is None or parent.tag != _W + "body":
+    for element in events:
+        if not _in_body(element):
             continue  # a paragraph inside a table: read with its table
         if element.tag == _W + "tbl":
             rows = [" | ".join("\n".join(_docx_text(p) for p in cell.iter(_W + "p")).strip()
@@ -231,6 +230,16 @@ def _docx_sections(events, styles: dict[str, str], limits: Limits) -> list[Secti
         limits.check_text(size)
     flush()
     return sections + [Section(text, heading=heading) for text, heading in tables]
+
+
+def _in_body(element) -> bool:
+    """A block of the body: its parent is the body, or a content control's content there
+    (w:sdt/w:sdtContent: cover pages, forms and templates wrap body paragraphs in them)."""
+    parent = element.getparent()
+    while parent is not None and parent.tag == _W + "sdtContent":
+        sdt = parent.getparent()
+        parent = sdt.getparent() if sdt is not None and sdt.tag == _W + "sdt" else None
+    return parent is not None and parent.tag == _W + "body"
 
 
 def _read_markdown(data: bytes, limits: Limits) -> list[Section]:

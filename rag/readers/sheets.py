@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 
 from rag.core.errors import UnreadableFile
-from rag.readers.base import Limits, Section, drop, grouped, open_archive, xml_events
+from rag.readers.base import Budget, Limits, Section, drop, grouped, open_archive, xml_events
 
 MAX_MERGED_CELLS = 1_000_000  # merged cells filled per sheet (a hostile A1:XFD1048576 fills none past it)
 MAX_COLUMNS = 16_384  # columns read per row (Excel's and LibreOffice's own limit): a repeat count past it is a lie
@@ -70,8 +70,9 @@ def read_xlsx(data: bytes, limits: Limits) -> list[Section]:
     import io
     import warnings
 
-    with open_archive(data, limits, ".xlsx") as archive:  # the zip-bomb guard, before openpyxl
-        names = set(archive.namelist())
+    budget = Budget(limits)  # the file's, across its sheets
+    with open_archive(data, limits, ".xlsx", budget) as archive:  # the zip-bomb guard, before openpyxl
+        names = archive.names
     if "xl/workbook.xml" not in names:
         raise UnreadableFile("corrupt .xlsx (no workbook part)")
     from openpyxl import load_workbook
@@ -84,7 +85,7 @@ def read_xlsx(data: bytes, limits: Limits) -> list[Section]:
             sections, size = [], _TextSize(limits)
             for sheet in book.worksheets:
                 if hasattr(sheet, "iter_rows"):  # not a chart sheet
-                    sections += _table(sheet.title, _xlsx_rows(sheet, data, limits), size)
+                    sections += _table(sheet.title, _xlsx_rows(sheet, data, limits, budget), size)
             return sections
         finally:
             book.close()
@@ -94,13 +95,13 @@ def read_xlsx(data: bytes, limits: Limits) -> list[Section]:
         raise UnreadableFile(f"corrupt .xlsx ({type(e).__name__}: {str(e)[:80]})") from e
 
 
-def _xlsx_rows(sheet, data: bytes, limits: Limits):
+def _xlsx_rows(sheet, data: bytes, limits: Limits, budget: Budget):
     """(row number, {column: text}) of each row, merged cells filled."""
     sheet.reset_dimensions()  # the declared size may be a lie (A1:XFD1048576): read what is there
-    merged = _merged(data, getattr(sheet, "_worksheet_path", None), limits)
+    merged = _merged(data, getattr(sheet, "_worksheet_path", None), limits, budget)
     tops = {}
-    for row in sheet.iter_rows():
-        cells = [cell for cell in row if getattr(cell, "column", None) is not None]
+    for cells in _cells(sheet):
+        budget.tick()
         if not cells:
             continue
         r = cells[0].row
@@ -115,7 +116,21 @@ def _xlsx_rows(sheet, data: bytes, limits: Limits):
         yield r, {c: v for c, v in values.items() if v}
 
 
-def _merged(data: bytes, part: str | None, limits: Limits) -> dict[int, list]:
+def _cells(sheet):
+    """The cells a sheet's part holds, row by row. openpyxl's iter_rows pads each row with
+    empty cells up to its last column: one cell in column XFD made 16,384 per row."""
+    from openpyxl.cell.read_only import ReadOnlyCell
+    from openpyxl.worksheet._reader import WorkSheetParser
+
+    book = sheet.parent
+    with sheet._get_source() as src:
+        parser = WorkSheetParser(src, sheet._shared_strings, data_only=book.data_only, epoch=book.epoch,
+                                 date_formats=book._date_formats, timedelta_formats=book._timedelta_formats)
+        for _, row in parser.parse():
+            yield [ReadOnlyCell(sheet, **cell) for cell in row]
+
+
+def _merged(data: bytes, part: str | None, limits: Limits, budget: Budget) -> dict[int, list]:
     """Row -> [(column, top-left (row, column) of its merged range)] for every cell a merged
     range covers. openpyxl's read-only mode skips merged ranges, so they are streamed from the
     sheet's part; its rows are dropped as they stream by (iterparse keeps every element it
@@ -126,12 +141,13 @@ def _merged(data: bytes, part: str | None, limits: Limits) -> dict[int, list]:
 
     out: dict[int, list] = {}
     filled = 0
-    with open_archive(data, limits, ".xlsx") as archive:
+    with open_archive(data, limits, ".xlsx", budget) as archive:
         name = part.lstrip("/")
-        if name not in archive.namelist():
+        if name not in archive.names:
             return {}
         with archive.open(name) as xml:
-            for element in xml_events(xml, (_S + "row", _S + "mergeCell")):
+            # openpyxl streams the same part the same way (rows cleared, the rest kept)
+            for element in xml_events(xml, (_S + "row", _S + "mergeCell"), budget, flat=False):
                 ref = element.get("ref") or ""
                 drop(element)
                 if element.tag == _S + "row":
@@ -204,7 +220,7 @@ def read_ods(data: bytes, limits: Limits) -> list[Section]:
     from lxml import etree
 
     with open_archive(data, limits, ".ods") as archive:
-        names = set(archive.namelist())
+        names = archive.names
         if "content.xml" not in names:
             raise UnreadableFile("corrupt .ods (no content part)")
         if "META-INF/manifest.xml" in names and b"encryption-data" in archive.read("META-INF/manifest.xml"):
@@ -212,26 +228,29 @@ def read_ods(data: bytes, limits: Limits) -> list[Section]:
         sections, size = [], _TextSize(limits)
         try:
             with archive.open("content.xml") as xml:
-                for name, rows in _ods_tables(xml):
+                for name, rows in _ods_tables(xml, archive.budget):
                     sections += _table(name, rows, size)
         except (etree.XMLSyntaxError, ValueError, EOFError, OSError) as e:
             raise UnreadableFile(f"corrupt .ods ({type(e).__name__}: {str(e)[:80]})") from e
     return sections
 
 
-def _ods_tables(xml):
-    """(sheet name, rows) for each table:table, its rows read as they stream by."""
+def _ods_tables(xml, budget: Budget):
+    """(sheet name, rows) for each table:table, its rows read as they stream by; what ends
+    outside a table (styles, settings) is forgotten as it ends."""
     from lxml import etree
 
-    events = etree.iterparse(xml, events=("start", "end"), tag=(_TABLE + "table", _TABLE + "table-row"),
-                             resolve_entities=False, no_network=True, remove_comments=True)
+    events = etree.iterparse(xml, events=("start", "end"), resolve_entities=False, no_network=True,
+                             remove_comments=True, remove_pis=True)
     for event, element in events:
         parent = element.getparent()
         if event == "start" and element.tag == _TABLE + "table" and parent is not None and parent.tag == _OFFICE + "spreadsheet":
-            yield element.get(_TABLE + "name") or "Sheet", _ods_rows(events, element)
+            yield element.get(_TABLE + "name") or "Sheet", _ods_rows(events, element, budget)
+        elif event == "end":
+            drop(element)
 
 
-def _ods_rows(events, table):
+def _ods_rows(events, table, budget: Budget):
     """(row number, {column: text}) until `table` ends; repeated rows and cells expanded
     (within MAX_ROWS and MAX_COLUMNS), cells spanning several give their text to each."""
     r, spans, filled = 0, {}, 0  # spans: row -> {column: text} of merged ranges reaching it
@@ -241,6 +260,7 @@ def _ods_rows(events, table):
             return
         if event != "end" or element.tag != _TABLE + "table-row" or _in_inner_table(element, table):
             continue
+        budget.tick()
         repeat = min(_count(element.get(_TABLE + "number-rows-repeated")), MAX_ROWS - r)
         values, c = {}, 0
         for cell in element:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import posixpath
 
 from rag.core.errors import UnreadableFile
-from rag.readers.base import Limits, Section, drop, open_archive, xml_events, xml_root
+from rag.readers.base import Limits, Section, drop, open_archive, xml_events
 
 _P = "{http://schemas.openxmlformats.org/presentationml/2006/main}"
 _A = "{http://schemas.openxmlformats.org/drawingml/2006/main}"
@@ -29,16 +29,20 @@ def read_pptx(data: bytes, limits: Limits) -> list[Section]:
     try:
         with open_archive(data, limits, ".pptx") as archive:
             rels = _rels(archive, "ppt/presentation.xml")
-            order = [rels.get(s.get(_R + "id")) for s in
-                     xml_root(archive, "ppt/presentation.xml").iter(_P + "sldId")]
-            sections, size = [], 0
-            for number, part in enumerate(order, 1):
-                if part is None or part not in archive.namelist():
-                    continue
+            with archive.open("ppt/presentation.xml") as xml:  # streamed: its size is the file's to choose
+                ids = []
+                for element in xml_events(xml, (_P + "sldId",), archive.budget):
+                    ids.append(element.get(_R + "id"))
+                    drop(element)
+            sections, size, seen = [], 0, set()
+            for number, part in enumerate((rels.get(i) for i in ids), 1):
+                if part is None or part not in archive.names or part in seen:
+                    continue  # a slide listed twice is read once
+                seen.add(part)
                 title, lines = _slide_text(archive, part)
                 notes_part = next((t for t, kind in _rels(archive, part, kinds=True).items()
                                    if kind.endswith("/notesSlide")), None)
-                if notes_part and notes_part in archive.namelist():
+                if notes_part and notes_part in archive.names:
                     _, notes = _slide_text(archive, notes_part, notes=True)
                     if any(n.strip() for n in notes):
                         lines += [NOTES_MARK] + notes
@@ -53,20 +57,21 @@ def read_pptx(data: bytes, limits: Limits) -> list[Section]:
 
 
 def _rels(archive, part: str, kinds: bool = False) -> dict[str, str]:
-    """A part's relationships: id -> target part (or target part -> type with `kinds`)."""
+    """A part's relationships: id -> target part (or target part -> type with `kinds`), streamed."""
     folder, name = posixpath.split(part)
     rels_part = posixpath.join(folder, "_rels", name + ".rels")
-    if rels_part not in archive.namelist():
+    if rels_part not in archive.names:
         return {}
     out = {}
-    for rel in xml_root(archive, rels_part).iter(_REL + "Relationship"):
-        if rel.get("TargetMode") == "External":
-            continue
-        target = posixpath.normpath(posixpath.join(folder, rel.get("Target") or ""))
-        if kinds:
-            out[target] = rel.get("Type") or ""
-        else:
-            out[rel.get("Id")] = target
+    with archive.open(rels_part) as xml:
+        for rel in xml_events(xml, (_REL + "Relationship",), archive.budget):
+            if rel.get("TargetMode") != "External":
+                target = posixpath.normpath(posixpath.join(folder, rel.get("Target") or ""))
+                if kinds:
+                    out[target] = rel.get("Type") or ""
+                else:
+                    out[rel.get("Id")] = target
+            drop(rel)
     return out
 
 
@@ -83,7 +88,7 @@ def _slide_text(archive, part: str, notes: bool = False) -> tuple[str, list[str]
     """(title, lines) of one slide or notes part, shape by shape in the slide's order."""
     title, lines = "", []
     with archive.open(part) as xml:
-        for element in xml_events(xml, (_P + "sp", _P + "graphicFrame", _P + "pic")):
+        for element in xml_events(xml, (_P + "sp", _P + "graphicFrame", _P + "pic"), archive.budget):
             if element.tag == _P + "sp":
                 ph = element.find(f"{_P}nvSpPr/{_P}nvPr/{_P}ph")
                 kind = ph.get("type", "body") if ph is not None else ""
