@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_ingest_parser, _search_parser, _ask_parser, _eval_parser, _ui_parser, _index_parsers,
-                _serve_parser):
+                _serve_parser, _mcp_parser):
         add(sub)
     return parser
 
@@ -176,6 +176,14 @@ def _serve_parser(sub) -> None:
                    f"(setting serve_queue, default {_SETTING['serve_queue']})")
     p.add_argument("--deadline", type=float, help="seconds a request may take in all "
                    f"(setting serve_deadline, default {_SETTING['serve_deadline']:g})")
+
+
+def _mcp_parser(sub) -> None:
+    p = sub.add_parser("mcp", help="the MCP server over stdio, for assistants (Claude Desktop, VS Code, Cursor)",
+                       description="Serve indexes to an assistant over the Model Context Protocol on stdin/stdout: "
+                                   "tools search, ask, list_indexes, list_documents. See docs/mcp.md.")
+    p.add_argument("--index", "-i", action="append", metavar="NAME",
+                   help="index to serve (repeat for several; default: the index setting)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,6 +406,13 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_mcp(args) -> int:
+    from rag.mcp.server import serve_stdio
+
+    serve_stdio(args.index or [_default_index()])
+    return 0
+
+
 def _ask_remote(args) -> int:
     """`rag ask --server URL`: the same output, from a running `rag serve`: its answer record
     rebuilt from the JSON fields and printed as a local one is."""
@@ -419,7 +434,7 @@ def _ask_remote(args) -> int:
 
 COMMANDS = {"rebuild": cmd_rebuild, "ingest": cmd_ingest, "search": cmd_search, "ask": cmd_ask, "info": cmd_info,
             "remove": cmd_remove, "eval": cmd_eval, "ui": cmd_ui,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "mcp": cmd_mcp}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -61,6 +61,9 @@ def create_app(indexes: list[str] | None = None, keys: Keys | None = None, setti
     for router in (health.router, openai_routes.models_router, chat.router, openai_routes.embeddings_router,
                    index_routes.search_router, index_routes.indexes_router):
         app.include_router(router)
+    from rag.mcp.server import mount_mcp  # /mcp: the MCP tools, under the same keys and limits
+
+    mount_mcp(app, state)
     return app
 
 
