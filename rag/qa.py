@@ -193,6 +193,22 @@ class RAG:
         from them is decided again (the translator's language, the pipeline's parts)."""
         self._translator = self._retriever = self._pipeline = None
 
+    def _fresh(self) -> None:
+        """Another folder put at the index's path (restored from a copy, swapped in by another
+        process's `rag rebuild`) is read from the next call on: the store and what was decided
+        from it are made again, and the new folder's encoder and chunking are adopted."""
+        store = self._store
+        if store is None or not store.replaced():
+            return
+        if self._store is store:
+            self._store = None
+        self._forget()
+        encoder = self.settings.encoder
+        if is_index_dir(self.root):
+            self._adopt_manifest(set())
+        if self.settings.encoder != encoder:
+            self._encoder = None
+
     # --- API -----------------------------------------------------------------------------
 
     def ingest(self, paths, prune: bool = True, progress: bool = False, wait: float = 0.0,
@@ -208,6 +224,7 @@ class RAG:
         if engine == "ray":  # a cluster that cannot be reached fails before a new index is made
             connect(address)
         with self._lock:
+            self._fresh()
             if not is_index_dir(self.root):
                 if self.settings.encoder == "auto":
                     sample = sample_text(paths, Limits.of(self.settings))
@@ -219,8 +236,12 @@ class RAG:
                     raise RagError(f"chunk_size {self.settings.chunk_size} exceeds the encoder's "
                                    f"limit of {encoder.max_tokens} word pieces")
                 s = self.settings
+                # another process may create it at the same time: then it waits, or says so (IndexLocked)
                 self._store = Store.create(self.root, new_manifest(s.encoder, encoder.dimension, s.chunk_size,
-                                                                   s.chunk_overlap))
+                                                                   s.chunk_overlap), wait=wait)
+                if self._store.manifest.get("encoder") != s.encoder:  # made by that other process
+                    self._adopt_manifest(set())
+                    self._encoder = None
             report = Ingestor(self.store, self.encoder, self.settings).run(paths, prune, progress, wait, on_file,
                                                                           engine, address)
             self._forget()  # the documents' language may have changed with them
@@ -237,6 +258,7 @@ class RAG:
         """`search`, with the translation that was searched (None where the query was searched
         as asked): what `rag search` and the HTTP API show as "searched as"."""
         # a search never waits for the translator, busy with another question: it is searched as asked
+        self._fresh()
         translated = self.translated_query(query, wait=False)
         hits = self.retriever.search(translated or query, _positive_k(k, self.settings.k),
                                      mode or self.settings.mode, diverse, asked=query if translated else None)
@@ -253,6 +275,9 @@ class RAG:
 
     def remove(self, path: str | Path, wait: float = 0.0) -> int:
         """Remove documents at `path` (a file, or everything under a folder); returns how many."""
+        if not str(path).strip():  # "" would be the working directory: everything under it
+            raise RagError("name the document or folder to remove: the path is empty")
+        self._fresh()
         target = str(absolute(path))
         removed = 0
         with self.store.writer(wait=wait, ann_threshold=self.settings.ann_threshold) as w:
@@ -289,22 +314,41 @@ class RAG:
     def upload(self, files: list[tuple[str, bytes]], wait: float = 30.0, on_file=None) -> IngestReport:
         """Keep files handed over by name and content (the web page's uploads) in the index's
         uploads/ folder and ingest them; refused ones (too large, unsupported) are reported
-        as failed like any unreadable file."""
-        saved, refused = [], []
-        for name, data in files:
-            reason = uploads.refusal(name, len(data), self.settings.max_file_mb)
-            if reason:
-                refused.append(FileProblem(name, reason))
-            else:
-                saved.append(uploads.save(self.root / "uploads", name, data))
-        report = self.ingest(saved, prune=False, wait=wait, on_file=on_file) if saved else IngestReport()
+        as failed like any unreadable file. The report names each file as it was handed over.
+        An upload that fails (a full disk: DiskFull) leaves none of its new files behind."""
+        saved, refused, made, named = [], [], [], {}
+        self._fresh()
+        try:
+            for name, data in files:
+                reason = uploads.refusal(name, len(data), self.settings.max_file_mb)
+                if reason:
+                    refused.append(FileProblem(name, reason))
+                else:
+                    saved.append(uploads.save(self.root / "uploads", name, data, made))
+                    named.setdefault(str(saved[-1]), name)
+            report = self.ingest(saved, prune=False, wait=wait, on_file=on_file) if saved else IngestReport()
+        except BaseException:
+            self._drop_unlisted(made)
+            raise
         report.failed = refused + report.failed
-        return report
+        return uploads.as_named(report, named)
+
+    def _drop_unlisted(self, paths: list[Path]) -> None:
+        """Delete the files an upload saved that the index does not list (its ingest failed)."""
+        try:
+            listed = {d.path for d in self.store.documents()} if is_index_dir(self.root) else set()
+        except RagError:
+            listed = set()
+        for path in paths:
+            if str(path) not in listed:
+                path.unlink(missing_ok=True)
 
     def info(self) -> IndexInfo:
+        self._fresh()
         return self.store.info()
 
     def documents(self) -> list[DocumentInfo]:
+        self._fresh()
         return self.store.documents()
 
     # --- answering ---------------------------------------------------------------------
@@ -325,6 +369,7 @@ class RAG:
         own lock (one per loaded model). `cancel`: set when the asker has left (`rag serve`):
         the translation stops, and nothing after it starts; the stream then ends without an Answer."""
         s = self.settings
+        self._fresh()
         text, query = rewrite_follow_up(question, history)
         q = Question(question, text, query, _positive_k(k, s.k), mode or s.mode, max_tokens or s.max_tokens,
                      cancel=cancel)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fastapi import Depends, Request
 
 from rag.http.keys import Key
-from rag.http.protocol import ApiError
+from rag.http.protocol import ApiError, named_index
 from rag.http.state import State
 from rag.index.store import is_index_dir
 from rag.qa import RAG
@@ -36,6 +36,7 @@ class Access:
             raise ApiError(403, f"this key may not read the index {name!r}", "index_forbidden", param)
         if write and self.key is not None and not self.key.can_write(name):
             raise ApiError(403, f"this key may not change the index {name!r} (read-only key)", "write_forbidden")
+        named_index.set((rag.root, name))  # its errors name it so, not by its folder here
         return rag
 
 

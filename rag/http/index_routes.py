@@ -5,6 +5,7 @@ pool of one, waiting for another writer of the index (the web page, `rag ingest`
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import asdict
 
@@ -69,12 +70,35 @@ async def upload(name: str, request: Request, rag: RAG = Depends(writable_index)
 
 
 @indexes_router.delete("/v1/indexes/{name}/documents",
-                       summary="Remove a document (or all under a folder) by the path the list shows")
+                       summary="Remove a document (or all under a folder) by the path the list shows, "
+                               "or an upload by the name it was uploaded as")
 async def remove(name: str, path: str, who: Access = Depends(access)):
     # the index is looked up here, not in a dependency: a request without `path` is a 422 first
     rag = who.index(name, write=True, param="name")
-    removed = await asyncio.get_running_loop().run_in_executor(who.state.write_pool, lambda: existing(rag).remove(path))
+    target = document_path(rag, path)
+    removed = await asyncio.get_running_loop().run_in_executor(who.state.write_pool,
+                                                               lambda: existing(rag).remove(target))
     if not removed:
         raise ApiError(404, f"no document at {path!r} in {name!r} (GET .../documents lists them)",
                        "document_not_found", "path")
     return {"removed": removed}
+
+
+def document_path(rag: RAG, path: str) -> str:
+    """What a DELETE's `path` names: a path the document list shows (absolute), or a relative
+    one inside the index's uploads/ as the client uploaded it (`notes.txt`, `uploads/notes.txt`);
+    never a path read against the server's working directory."""
+    if not path.strip():
+        raise ApiError(422, "path: empty; name the document to remove as GET .../documents lists it, "
+                            "or an upload by its name", "empty_path", "path")
+    if os.path.isabs(path):
+        return path
+    uploads = os.path.abspath(rag.root / "uploads")
+    inside = path.replace("\\", "/").removeprefix("./")
+    inside = inside.removeprefix("uploads/") if inside != "uploads" else ""
+    target = os.path.normpath(os.path.join(uploads, inside))
+    if not target.startswith(uploads + os.sep):
+        raise ApiError(422, f"path: {path!r} is not inside the index's uploads; name the document as "
+                            "GET .../documents lists it (an absolute path) or an upload by its name",
+                       "path_outside", "path")
+    return target

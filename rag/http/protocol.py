@@ -5,12 +5,15 @@ routing and no state here: the routes fill these in."""
 from __future__ import annotations
 
 import json
+import os
+from contextvars import ContextVar
+from pathlib import Path
 from typing import Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rag.core.errors import BadIndex, IndexLocked, RagError
+from rag.core.errors import BadIndex, DiskFull, IndexLocked, RagError
 from rag.core.present import lone_surrogate
 
 
@@ -19,7 +22,8 @@ class ApiError(Exception):
 
     TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
              404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
-             422: "invalid_request_error", 429: "rate_limit_error", 503: "server_error", 504: "timeout_error"}
+             422: "invalid_request_error", 429: "rate_limit_error", 503: "server_error", 504: "timeout_error",
+             507: "server_error"}
 
     def __init__(self, status: int, message: str, code: str, param: str | None = None,
                  headers: dict | None = None):
@@ -35,13 +39,38 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+# The index the request named (its folder, its name), set where the request's key is checked
+# against it (access.Access.index): rag's messages name an index by its folder on this machine,
+# a client knows it by its name.
+named_index: ContextVar[tuple[Path, str] | None] = ContextVar("named_index", default=None)
+
+
+def public(text: str, root: Path, name: str) -> str:
+    """`text` with the index's folder on this machine said as the client knows it: a file in
+    it by its path inside the folder (`uploads/x.txt`), the folder itself by the index's name."""
+    forms = {str(root), os.path.abspath(root)}
+    try:
+        forms.add(str(Path(root).resolve()))
+    except OSError:
+        pass
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form + os.sep, "").replace(form, repr(name))
+    return text
+
+
 def rag_api_error(e: RagError) -> ApiError:
-    """rag's own errors as the HTTP status a client can act on."""
+    """rag's own errors as the HTTP status a client can act on, naming the index as the client
+    did (never this machine's paths)."""
+    message, named = str(e), named_index.get()
+    if named is not None:
+        message = public(message, *named)
     if isinstance(e, IndexLocked):
-        return ApiError(409, str(e), "index_locked", headers={"Retry-After": "5"})
+        return ApiError(409, message, "index_locked", headers={"Retry-After": "5"})
     if isinstance(e, BadIndex):
-        return ApiError(503, str(e), "index_unavailable")
-    return ApiError(400, str(e), "invalid_request")
+        return ApiError(503, message, "index_unavailable")
+    if isinstance(e, DiskFull):
+        return ApiError(507, message, "disk_full")
+    return ApiError(400, message, "invalid_request")
 
 
 def internal_error(e: BaseException) -> dict:

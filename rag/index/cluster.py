@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -170,9 +171,8 @@ class _Worker:
             crash_on(path)
             self.preparer.skipped_pages = []  # this file's, handed back with its result
             try:
-                with open(path, "rb") as f:
-                    data = f.read()
-                if hashlib.sha256(data).hexdigest() != sha:
+                data = read_regular(path)
+                if hashlib.sha256(data).hexdigest() != sha:  # what the driver scanned and hashed, or nothing
                     raise RagError("the file changed while it was being ingested; ingest again")
                 chunks = self.preparer.split(path, data)
                 vectors = self.encoder.encode([embedded(c) for c in chunks])
@@ -183,6 +183,18 @@ class _Worker:
                 results.append(Encoded(path, sha, None, None, [], reason(e), node,
                                        self.preparer.skipped_pages))
         return results
+
+
+def read_regular(path: str) -> bytes:
+    """A worker's read of a file the driver found: a regular file only (a FIFO or device put in
+    its place does not block the worker); its bytes must then hash as the driver's did, so a
+    file or link swapped in since the scan is never indexed."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RagError("no longer a regular file (replaced since it was found); ingest again")
+        os.set_blocking(fd, True)
+        return f.read()
 
 
 def crash_once() -> None:

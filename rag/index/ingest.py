@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -64,6 +65,7 @@ class Scan:
     files: list[Path] = field(default_factory=list)
     skipped: list[FileProblem] = field(default_factory=list)  # nothing vanishes silently
     roots: list[Path] = field(default_factory=list)  # folders walked (prune looks only under these)
+    seen: dict[Path, tuple[int, int]] = field(default_factory=dict)  # each file's (device, inode) when scanned
 
 
 def scan(paths: list[Path], index_root: Path, follow_links: bool = False) -> Scan:
@@ -83,7 +85,8 @@ def scan(paths: list[Path], index_root: Path, follow_links: bool = False) -> Sca
                 target = path.resolve(strict=True)
                 if root is not None and not follow_links and not under(str(target), root):
                     return skip(path, f"link to {target}, outside the folder (--follow-links to include)")
-            mode = path.stat().st_mode
+            st = path.stat()
+            mode = st.st_mode
         except RuntimeError:
             return skip(path, "symlink loop")
         except OSError:
@@ -93,6 +96,7 @@ def scan(paths: list[Path], index_root: Path, follow_links: bool = False) -> Sca
         if not supported(path):
             return skip(path, f"unsupported file type {path.suffix or path.name!r}")
         result.files.append(path)
+        result.seen[path] = (st.st_dev, st.st_ino)  # what the read must find there (a link's target)
 
     for given in paths:
         root = absolute(given)
@@ -205,7 +209,7 @@ class Ingestor:
                 bar.set_postfix_str(path.name[-30:], refresh=False)
                 old = known.get(str(path))
                 try:
-                    item, data = self._diff(w, path, old, pending_shas, report)
+                    item, data = self._diff(w, path, found.seen.get(path), old, pending_shas, report)
                     if item is not None and engine == "local" and not item.reuse:
                         item.chunks = self.preparer.split(path, data)
                 except sqlite3.Error:
@@ -255,18 +259,20 @@ class Ingestor:
         report.seconds = round(time.perf_counter() - started, 3)
         return report
 
-    def _diff(self, w, path: Path, old: DocumentRow | None, pending_shas: set[str],
-              report: IngestReport) -> tuple[Pending | None, bytes | None]:
+    def _diff(self, w, path: Path, scanned: tuple[int, int] | None, old: DocumentRow | None,
+              pending_shas: set[str], report: IngestReport) -> tuple[Pending | None, bytes | None]:
         """Stat and hash one file against what the index holds: None when it is unchanged
-        (counted), else the Pending file and its bytes."""
-        st = path.stat()
-        if old and old.current and old.mtime == st.st_mtime and old.size == st.st_size:
-            report.unchanged += 1
-            return None, None
-        if st.st_size > self.settings.max_file_mb * 2**20:
-            raise UnreadableFile(f"file is {st.st_size / 2**20:.1f} MB, over the "
-                                 f"{self.settings.max_file_mb:g} MB limit (max_file_mb)")
-        data = _read_bytes(path)
+        (counted), else the Pending file and its bytes. The file is opened as the scan saw it
+        (`scanned`: its device and inode), so nothing swapped in since is read."""
+        with open_scanned(path, scanned) as f:
+            st = os.fstat(f.fileno())
+            if old and old.current and old.mtime == st.st_mtime and old.size == st.st_size:
+                report.unchanged += 1
+                return None, None
+            if st.st_size > self.settings.max_file_mb * 2**20:
+                raise UnreadableFile(f"file is {st.st_size / 2**20:.1f} MB, over the "
+                                     f"{self.settings.max_file_mb:g} MB limit (max_file_mb)")
+            data = _read_all(f)
         sha = hashlib.sha256(data).hexdigest()
         if old and old.sha256 == sha and old.status == "ok":
             w.put_document(str(path), sha, st.st_mtime, st.st_size)  # touched, not changed
@@ -343,9 +349,37 @@ class Ingestor:
             w.put_document(key, None, 0.0, 0, status="failed", error=reason)
 
 
-def _read_bytes(path: Path) -> bytes:
+def open_scanned(path: Path, scanned: tuple[int, int] | None):
+    """`path` opened for reading if it is still the regular file the scan saw: a link put in
+    its place since (to a file outside the folder, say) is not followed, a FIFO or device does
+    not block the ingest, another file moved there is not read. `scanned`: the (device, inode)
+    the scan found, a link's target for a link the scan let in (None: any regular file, not
+    through a link)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if scanned is None or not path.is_symlink():
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        return path.read_bytes()
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnreadableFile("changed into a link since it was found; ingest again") from None
+        raise UnreadableFile(f"cannot read: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableFile("no longer a regular file (replaced since it was found); ingest again")
+        if scanned is not None and (st.st_dev, st.st_ino) != scanned:
+            raise UnreadableFile("replaced by another file since it was found; ingest again")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_all(f) -> bytes:
+    try:
+        return f.read()
     except OSError as e:
         raise UnreadableFile(f"cannot read: {e.strerror or e}") from e
 

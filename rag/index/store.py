@@ -287,6 +287,7 @@ class Store:
         self._faiss = None
         self._generation = -1
         self.segmenter = _segmenter(self._conn)
+        self.identity = _identity(self.root)  # a folder swapped in at this path is another index
         with self.snapshot() as snap:  # a damaged database fails here, with a clear message
             if (self.root / DB_NAME).stat().st_size <= QUICK_CHECK_BYTES:
                 problem = snap.execute("PRAGMA quick_check(1)").fetchone()[0]
@@ -295,18 +296,34 @@ class Store:
             snap.meta("generation")
 
     @classmethod
-    def create(cls, root: str | Path, manifest: dict) -> "Store":
-        """Make a new, empty index directory (atomically: manifest written last)."""
+    def create(cls, root: str | Path, manifest: dict, wait: float = 0.0) -> "Store":
+        """Make a new, empty index directory (atomically: manifest written last), under the
+        writer's lock: a second process creating the same index at once waits `wait` seconds
+        or is told the index is being written (IndexLocked); one that finds it made opens it."""
         root = Path(root)
         with writes_reported(root, creating=True):
             root.mkdir(parents=True, exist_ok=True)
-            with _connect(root / DB_NAME) as conn:
-                conn.executescript(SCHEMA)
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('segmenter', ?)", (str(segment.VERSION),))
-            now = time.strftime("%Y-%m-%dT%H:%M:%S")
-            _write_json(root / MANIFEST_NAME, {"format": FORMAT_VERSION, "created": now, **manifest})
+            lock = _lock(root / LOCK_NAME, wait)
+        try:
+            if not is_index_dir(root):
+                with writes_reported(root, creating=True):
+                    conn = _connect(root / DB_NAME)
+                    try:
+                        conn.executescript(SCHEMA)
+                        conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
+                        conn.execute("INSERT OR IGNORE INTO meta VALUES ('segmenter', ?)", (str(segment.VERSION),))
+                    finally:
+                        conn.close()
+                    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+                    _write_json(root / MANIFEST_NAME, {"format": FORMAT_VERSION, "created": now, **manifest})
+        finally:
+            lock.close()  # closing the file releases the flock
         return cls(root)
+
+    def replaced(self) -> bool:
+        """Whether the index folder (or its database) at this path is no longer the one this
+        store opened: restored from a copy, or swapped in by `rag rebuild`."""
+        return _identity(self.root) != self.identity
 
     @contextmanager
     def snapshot(self):
@@ -322,8 +339,7 @@ class Store:
         """The FAISS index matching the snapshot's generation (reloaded when a writer moved on)."""
         generation = int(snap.meta("generation", 0))
         if generation != self._generation:
-            path = vectors.vectors_file(self.root, generation)
-            self._faiss = vectors.read(path, snap.meta("vectors_crc32"), mmap=True) if generation else None
+            self._faiss = _vectors_of(self.root, generation, snap.meta("vectors_crc32"), snap.is_empty, mmap=True)
             self._generation = generation
         return self._faiss
 
@@ -399,8 +415,7 @@ class Writer:
             raise
         self._clean_orphans()
         row = self.conn.execute("SELECT value FROM meta WHERE key='vectors_crc32'").fetchone()
-        existing = vectors.vectors_file(self.root, self.generation)
-        self.index = vectors.read(existing, row[0] if row else None) if self.generation else None
+        self.index = _vectors_of(self.root, self.generation, row[0] if row else None, self._no_chunks)
         self.dirty = False
 
     def __enter__(self):
@@ -420,6 +435,9 @@ class Writer:
             self.conn = None
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
+
+    def _no_chunks(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM chunks LIMIT 1").fetchone() is None
 
     def _clean_orphans(self):
         keep = {self.generation, self.generation - 1}
@@ -501,7 +519,9 @@ class Writer:
         if not self.dirty:
             return
         self.index = vectors.maybe_approximate(self.index, self.ann_threshold)
-        generation = self.generation + 1
+        # no passage yet (a first ingest whose files all failed): no vector file, and generation 0
+        # still says so; a generation names a vector file, or the index could not be read again
+        generation = self.generation + 1 if self.index is not None else self.generation
         with writes_reported(self.root):
             if self.index is not None:
                 checksum = vectors.write(self.index, vectors.vectors_file(self.root, generation))
@@ -516,6 +536,31 @@ class Writer:
         self._clean_orphans()
         self.conn.execute("BEGIN IMMEDIATE")
         self.dirty = False
+
+
+def _identity(root: Path) -> tuple:
+    """What tells one index folder at a path from another put there: the folder's and its
+    database's device and inode (None where gone)."""
+    found = []
+    for path in (root, root / DB_NAME):
+        try:
+            st = os.stat(path)
+            found.append((st.st_dev, st.st_ino))
+        except OSError:
+            found.append(None)
+    return tuple(found)
+
+
+def _vectors_of(root: Path, generation: int, checksum: str | None, no_chunks, mmap: bool = False):
+    """The vector file a generation names (None for generation 0: no passage yet). An index
+    whose first commit held no passage, made by a rag that moved the generation on without
+    writing a vector file, has no checksum and no passages: it is read as the empty index it is."""
+    if not generation:
+        return None
+    path = vectors.vectors_file(root, generation)
+    if checksum is None and not path.exists() and no_chunks():
+        return None
+    return vectors.read(path, checksum, mmap=mmap)
 
 
 def _lock(path: Path, wait: float):
