@@ -12,8 +12,8 @@ import posixpath
 from urllib.parse import unquote
 
 from rag.core.errors import UnreadableFile
-from rag.readers.base import Limits, Section, open_archive, xml_root
-from rag.readers.html import read_html
+from rag.readers.base import Budget, Limits, Section, open_archive, xml_root
+from rag.readers.html import read_html, stream_html
 
 _OPF = "{http://www.idpf.org/2007/opf}"
 _CONTAINER = "{urn:oasis:names:tc:opendocument:xmlns:container}"
@@ -23,8 +23,9 @@ _XHTML = "{http://www.w3.org/1999/xhtml}"
 _EPUB = "{http://www.idpf.org/2007/ops}"
 # Font obfuscation (IDPF and Adobe) is listed in encryption.xml too, but is not DRM: the text is clear
 FONT_OBFUSCATION = {"http://www.idpf.org/2008/embedding", "http://ns.adobe.com/pdf/enc#RC"}
-# Tags in one chapter: a long novel's chapter has a few thousand, a whole book in one file some
-# tens of thousands; a 20 MB chapter of <p>a</p> (5 million) took 214 s and 5.1 GB to parse
+# Tags ("<") in a chapter past which it is streamed rather than parsed whole: a long novel's
+# chapter has a few thousand, a whole book in one file some tens of thousands; parsed whole, a
+# 20 MB chapter of <p>a</p> (5 million) took 214 s and 5.1 GB
 MAX_CHAPTER_TAGS = 200_000
 CHAPTER_TYPES = {"application/xhtml+xml", "text/html", "application/x-dtbook+xml"}
 
@@ -52,7 +53,7 @@ def read_epub(data: bytes, limits: Limits) -> list[Section]:
                 if kind not in CHAPTER_TYPES or href not in names or href in seen:
                     continue  # a chapter listed twice in the spine is read once
                 seen.add(href)
-                for section in _chapter(href, archive.read(href), limits):
+                for section in _chapter(archive.read(href), limits, archive.budget):
                     if not section.heading and titles.get(href):
                         section.heading = titles[href]
                     size += len(section.text)
@@ -118,17 +119,16 @@ def _toc(archive, names: set[str], manifest: dict, package) -> dict[str, str]:
     return titles
 
 
-def _chapter(name: str, data: bytes, limits: Limits) -> list[Section]:
+def _chapter(data: bytes, limits: Limits, budget: Budget) -> list[Section]:
     """One XHTML chapter through the HTML reader, images replaced by their alt text first.
     The chapter's <header> is unwrapped: books put their chapter headings in it, and the HTML
-    reader drops page headers. A chapter of more than MAX_CHAPTER_TAGS tags is refused before
-    it is parsed (the HTML reader holds about 2 KB per tag)."""
+    reader drops page headers. A chapter of more than MAX_CHAPTER_TAGS tags is streamed
+    instead, element by element, within the file's parse time (the HTML reader holds about
+    2 KB per tag)."""
     from bs4 import BeautifulSoup
 
-    tags = data.count(b"<")
-    if tags > MAX_CHAPTER_TAGS:
-        raise UnreadableFile(f"chapter {name} has {tags:,} tags, over the {MAX_CHAPTER_TAGS:,} one chapter may have "
-                             "(split it into chapters)")
+    if data.count(b"<") > MAX_CHAPTER_TAGS:
+        return stream_html(data, limits, budget.tick, book=True)
     soup = BeautifulSoup(data, "lxml")
     for img in soup.find_all("img"):
         alt = " ".join((img.get("alt") or "").split())
