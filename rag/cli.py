@@ -171,7 +171,7 @@ def _serve_parser(sub) -> None:
                    help="address to bind (default: %(default)s, this machine only; another needs --keys)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     p.add_argument("--keys", metavar="FILE", help="keys file: which key may read and write which index "
-                                                  "(make one with `python -m rag.keys add FILE --index NAME`)")
+                                                  "(make one with `python -m rag.http.keys add FILE --index NAME`)")
     p.add_argument("--queue", type=int, help="questions waiting for the decoder before 429 "
                    f"(setting serve_queue, default {_SETTING['serve_queue']})")
     p.add_argument("--deadline", type=float, help="seconds a request may take in all "

@@ -32,7 +32,7 @@ from rag.models.catalog import ENGLISH, MULTILINGUAL, DecoderProfile, EncoderPro
 
 # Why a question in another script may find nothing in an index of English passages: MiniLM
 # cannot read it (XQuAD Chinese questions, recall@5 0.10), and its translation, where one was
-# made (rag/translate.py, 0.94), found nothing either.
+# made (rag/answer/translate.py, 0.94), found nothing either.
 ENGLISH_ONLY = (f" This index's encoder ({ENGLISH}) reads English only: ask in English, or build the index "
                 f"with --encoder {MULTILINGUAL}.")
 
@@ -53,7 +53,7 @@ class Question:
     max_tokens: int
     timer: Timer = field(default_factory=Timer)
     empty_index: bool = False
-    searched: str = ""  # Retrieve: the translation searched instead of `query` (rag/translate.py)
+    searched: str = ""  # Retrieve: the translation searched instead of `query` (rag/answer/translate.py)
     hits: list[Hit] = field(default_factory=list)  # Retrieve
     passages: list[tuple[Hit, str]] = field(default_factory=list)  # Read: what the prompt held
     span: str = ""  # Read: what the decoder wrote ("" when it said "unknown")

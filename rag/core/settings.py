@@ -27,11 +27,11 @@ class Settings:
     # better on English), multilingual-e5-small for Chinese and other languages (README table)
     encoder: str = "auto"
     # auto: Qwen2.5-0.5B on a multilingual (Chinese...) index where installed, else Gemma 3 270M
-    # (models.choose_generator: measured per language) | gemma3-270m | qwen2.5-0.5b | smollm2 | FILE | openai:MODEL
+    # (models.catalog.choose_generator: measured per language) | gemma3-270m | qwen2.5-0.5b | smollm2 | FILE | openai:MODEL
     generator: str = "auto"
     # the decoder that translates a question in another script (Chinese, Russian...) into English
-    # before an English-only index searches it (rag/translate.py). auto: Qwen2.5-1.5B where installed,
-    # else -0.5B, else off (models.choose_translator) | off | any generator name, FILE or openai:MODEL
+    # before an English-only index searches it (rag/answer/translate.py). auto: Qwen2.5-1.5B where installed,
+    # else -0.5B, else off (models.catalog.choose_translator) | off | any generator name, FILE or openai:MODEL
     translator: str = "auto"
     device: str = "auto"  # auto | cpu | cuda
     # This machine (read where no Settings is at hand through `configured()`: rag/core/paths.py)
@@ -68,7 +68,7 @@ class Settings:
     # Retrieval
     k: int = 4
     mode: str = "hybrid"  # dense | keyword | hybrid
-    fusion_weight: float | None = None  # hybrid: weight of the rescaled cosine against BM25; None: per encoder (models.FUSION_WEIGHT: MiniLM 0.4, e5 0.6)
+    fusion_weight: float | None = None  # hybrid: weight of the rescaled cosine against BM25; None: the encoder profile (models.catalog: MiniLM 0.4, e5 0.6)
     candidates: int = 50  # hybrid: passages taken from each method before fusing
     # Answering
     backend: str = "auto"  # auto | llama.cpp | transformers | openai (or generator "openai:MODEL")
@@ -79,7 +79,7 @@ class Settings:
     context_window: int = 2048
     temperature: float = 0.0
     copy: bool = True  # span-constrained decoding: the answer is copied from the passages
-    min_score: float | None = None  # top passage cosine below this -> "not found"; None: calibrated per encoder (models.MIN_SCORE)
+    min_score: float | None = None  # top passage cosine below this -> "not found"; None: the encoder profile (models.catalog)
     sentence_margin: float = 0.10  # the encoder overrules the decoder's sentence when another is closer by this (cosine)
     sentence_word_weight: float = 0.6  # the sentence check adds this times the share of question words it holds (README table)
     min_support: float = 0.0  # supporting sentence's score below this -> "not found" (off: no threshold paid off, README)
@@ -142,7 +142,7 @@ class Settings:
             unknown = sorted(set(loaded) - known)
             if unknown:
                 raise BadSetting(f"{config}: unknown setting {unknown[0]!r} (the settings are listed "
-                                 f"in rag/settings.py and the README)")
+                                 f"in rag/core/settings.py and docs/usage.md)")
             values.update(loaded)
             sources.update({name: str(config) for name in loaded})
         for name in known:

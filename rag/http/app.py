@@ -203,7 +203,7 @@ def serve(indexes: list[str] | None = None, host: str = "127.0.0.1", port: int =
 
     if not is_loopback(host) and not keys_file:
         raise RagError(f"refusing to listen on {host} without --keys FILE (anyone who reaches it could read "
-                       f"and change the indexes); make one with `python -m rag.keys add keys.json --index NAME`")
+                       f"and change the indexes); make one with `python -m rag.http.keys add keys.json --index NAME`")
     keys = Keys.load(keys_file) if keys_file else None
     settings = Settings.load(serve_queue=queue, serve_deadline=deadline)
     app = create_app(indexes, keys, settings)
