@@ -181,7 +181,8 @@ def test_parts_listed_many_times_are_read_once_and_inflation_is_bounded_per_file
 PADDING_MB = 10  # a fifth of the probe: parsed whole, 10 MB took 175 MB; streamed, nothing
 
 
-@pytest.mark.parametrize("kind", ["presentation.xml", "styles.xml", "unkept elements"])
+@pytest.mark.parametrize("kind", ["presentation.xml", "styles.xml", "unkept elements", "inside a paragraph",
+                                  "inside a shape"])
 def test_huge_parts_stream_in_flat_memory(tmp_path, kind):
     """50 MB presentation.xml or styles.xml, or 50 MB of elements the reader does not keep,
     peaked at 1.1-1.7 GB from 50-80 KB files."""
@@ -195,9 +196,16 @@ def test_huge_parts_stream_in_flat_memory(tmp_path, kind):
             '<w:style w:styleId="H1"><w:name w:val="heading 1"/></w:style></w:styles>'.encode())
         path = docx(tmp_path / "s.docx", para("Lens", "H1") + para("Fresnel"), styles)
         expected = "Fresnel"
-    else:
+    elif kind == "unkept elements":
         path = docx(tmp_path / "u.docx", para("Lens").encode() + b"<w:x/>    " * n + para("Fresnel").encode())
         expected = "Lens\nFresnel"
+    elif kind == "inside a paragraph":
+        path = docx(tmp_path / "i.docx", b"<w:p><w:r><w:t>Lens</w:t></w:r>" + b"<w:x/>    " * n + b"</w:p>")
+        expected = "Lens"
+    else:
+        shape = f'<p:sp xmlns:p="{P}" xmlns:a="{A}"><p:txBody>'.encode() + b"<a:x/>    " * n
+        path = pptx(tmp_path / "i.pptx", {"s1.xml": slide_xml("Lens", shape + b"</p:txBody></p:sp>")}, ["s1.xml"])
+        expected = "Lens"
     assert path.stat().st_size < 200_000
     out = read_bounded(path, seconds=10, memory_mb=600)
     assert "sections" in out, out

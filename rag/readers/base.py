@@ -201,12 +201,14 @@ def open_archive(data: bytes, limits: Limits, kind: str, budget: Budget | None =
     return archive
 
 
-def xml_events(stream, tags, budget: Budget | None = None, flat: bool = True):
+def xml_events(stream, tags, budget: Budget | None = None, keep=(), flat: bool = True):
     """Elements of `tags` as each ends (those inside another of `tags` too), from an archive
     member, with entities and network access off (no billion laughs, no fetching). With
-    `flat`, elements outside any of `tags` are forgotten as they end: a part of any size, of
-    any elements, streams in flat memory as long as the caller `drop`s what it is given
-    (without, 50 MB of elements the reader does not keep took 1.1-1.7 GB)."""
+    `flat`, elements outside any of `tags` are forgotten as they end, and inside one of them,
+    an element that ends empty (what it held forgotten) is too unless its tag is in `keep`
+    (what the caller reads there): a part of any size, of any elements, streams in flat memory
+    as long as the caller `drop`s what it is given (without, 50 MB of elements the reader does
+    not keep took 1.1-1.7 GB). Text outside `keep`'s elements (tails) is not kept."""
     from lxml import etree
 
     tags, tick = frozenset(tags), budget.tick if budget is not None else (lambda: None)
@@ -216,18 +218,22 @@ def xml_events(stream, tags, budget: Budget | None = None, flat: bool = True):
             tick()
             yield element
         return
+    keep = frozenset(keep) | tags
     inside = 0  # how many of `tags` are open around the parser
     for event, element in etree.iterparse(stream, events=("start", "end"), resolve_entities=False,
                                           no_network=True, remove_comments=True, remove_pis=True):
-        if element.tag in tags:
-            if event == "start":
+        tag = element.tag
+        if event == "start":
+            if tag in tags:
                 inside += 1
-            else:
-                inside -= 1
-                tick()
-                yield element
-        elif not inside and event == "end":
+        elif tag in tags:
+            inside -= 1
+            tick()
+            yield element
+        elif not inside:
             drop(element)
+        elif tag not in keep and not len(element):
+            element.getparent().remove(element)
 
 
 def drop(element) -> None:

@@ -155,6 +155,8 @@ def _clean_pdf_text(text: str) -> str:
 
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+# What the reader reads inside a paragraph or table (the rest is forgotten as it streams by)
+_DOCX_READ = tuple(_W + t for t in ("t", "tab", "br", "cr", "pPr", "pStyle", "tr", "tc"))
 
 
 def _read_docx(data: bytes, limits: Limits) -> list[Section]:
@@ -169,7 +171,8 @@ def _read_docx(data: bytes, limits: Limits) -> list[Section]:
         with open_archive(data, limits, ".docx") as archive:
             styles = _docx_styles(archive)
             with archive.open("word/document.xml") as xml:
-                return _docx_sections(xml_events(xml, (_W + "p", _W + "tbl"), archive.budget), styles, limits)
+                return _docx_sections(xml_events(xml, (_W + "p", _W + "tbl"), archive.budget, _DOCX_READ),
+                                      styles, limits)
     except (zipfile.BadZipFile, KeyError, ValueError, etree.XMLSyntaxError, EOFError) as e:
         raise UnreadableFile(f"corrupt .docx ({type(e).__name__})") from e
 
@@ -183,7 +186,7 @@ def _docx_styles(archive) -> dict[str, str]:
         return names
     try:
         with archive.open("word/styles.xml") as xml:
-            for style in xml_events(xml, (_W + "style",), archive.budget):
+            for style in xml_events(xml, (_W + "style",), archive.budget, (_W + "name",)):
                 name = style.find(_W + "name")
                 if name is not None:
                     names[style.get(_W + "styleId")] = name.get(_W + "val") or ""

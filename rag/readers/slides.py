@@ -19,6 +19,9 @@ _REL = "{http://schemas.openxmlformats.org/package/2006/relationships}"
 TITLES = {"title", "ctrTitle"}
 BOILERPLATE = {"dt", "sldNum", "ftr", "hdr", "sldImg"}  # date, slide number, footer: on every slide
 NOTES_MARK = "Speaker notes:"
+# What the reader reads inside a shape, table or picture (the rest is forgotten as it streams by)
+_READ = (_P + "nvSpPr", _P + "nvPr", _P + "ph", _P + "nvPicPr", _P + "cNvPr", _A + "p", _A + "t", _A + "br",
+         _A + "tr", _A + "tc")
 
 
 def read_pptx(data: bytes, limits: Limits) -> list[Section]:
@@ -88,7 +91,7 @@ def _slide_text(archive, part: str, notes: bool = False) -> tuple[str, list[str]
     """(title, lines) of one slide or notes part, shape by shape in the slide's order."""
     title, lines = "", []
     with archive.open(part) as xml:
-        for element in xml_events(xml, (_P + "sp", _P + "graphicFrame", _P + "pic"), archive.budget):
+        for element in xml_events(xml, (_P + "sp", _P + "graphicFrame", _P + "pic"), archive.budget, _READ):
             if element.tag == _P + "sp":
                 ph = element.find(f"{_P}nvSpPr/{_P}nvPr/{_P}ph")
                 kind = ph.get("type", "body") if ph is not None else ""
