@@ -213,6 +213,19 @@ def test_huge_parts_stream_in_flat_memory(tmp_path, kind):
     assert out["grew_mb"] < 100, out
 
 
+def test_xlsx_parts_read_whole_are_bounded(tmp_path):
+    """openpyxl parses an .xlsx's styles.xml whole: 50 MB of it took over a GB. Here 20 MB."""
+    path = _sheet(tmp_path / "styles.xlsx", "B", rows=10)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+        z.writestr("xl/styles.xml", f'<styleSheet xmlns="{main}"><extLst>'.encode() + b"<ext/>    " * 2_000_000
+                   + b"</extLst></styleSheet>")
+    assert path.stat().st_size < 100_000
+    out = read_bounded(path, seconds=10, memory_mb=1024)
+    assert "xl/styles.xml" in out.get("refused", "") and "16 MB" in out["refused"], out
+    assert out["grew_mb"] < 100, out
+
+
 # --- case 9: many members, many listings -------------------------------------------------------
 
 def test_member_list_is_made_once(tmp_path):

@@ -246,18 +246,24 @@ def drop(element) -> None:
             del parent[0]
 
 
-MAX_WHOLE_PART_MB = 16  # a part parsed whole (a manifest, a table of contents): real ones are under 2 MB
+MAX_WHOLE_PART_MB = 16  # a part parsed whole (manifest, styles, relationships): real ones are under 2 MB
+
+
+def check_whole(archive, name: str) -> None:
+    """Refuse a part that would be parsed whole (50 MB of XML so parsed took over a GB) when it
+    is over MAX_WHOLE_PART_MB."""
+    size = archive.getinfo(name).file_size
+    if size > MAX_WHOLE_PART_MB * 2**20:
+        raise UnreadableFile(f"archive member {name} is {size / 2**20:.0f} MB, over the {MAX_WHOLE_PART_MB} MB "
+                             "a part read whole (manifest, styles, relationships, contents) may be")
 
 
 def xml_root(archive, name: str):
     """A small archive member (manifest, relationships) parsed whole, entities and network off;
-    one over MAX_WHOLE_PART_MB is refused (parsed whole, 50 MB of XML takes over a GB)."""
+    one over MAX_WHOLE_PART_MB is refused."""
     from lxml import etree
 
-    size = archive.getinfo(name).file_size
-    if size > MAX_WHOLE_PART_MB * 2**20:
-        raise UnreadableFile(f"archive member {name} is {size / 2**20:.0f} MB, over the {MAX_WHOLE_PART_MB} MB "
-                             "a manifest or table of contents may be")
+    check_whole(archive, name)
     return etree.fromstring(archive.read(name), etree.XMLParser(resolve_entities=False, no_network=True))
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import datetime as dt
 
 from rag.core.errors import UnreadableFile
-from rag.readers.base import Budget, Limits, Section, drop, grouped, open_archive, xml_events
+from rag.readers.base import Budget, Limits, Section, check_whole, drop, grouped, open_archive, xml_events
 
 MAX_MERGED_CELLS = 1_000_000  # merged cells filled per sheet (a hostile A1:XFD1048576 fills none past it)
 MAX_COLUMNS = 16_384  # columns read per row (Excel's and LibreOffice's own limit): a repeat count past it is a lie
 MAX_ROWS = 1_048_576  # rows read per sheet (the same)
 _S = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_XLSX_WHOLE = {"[Content_Types].xml", "xl/workbook.xml", "xl/_rels/workbook.xml.rels", "xl/styles.xml",
+               "docProps/core.xml", "docProps/custom.xml"}
 
 
 class _TextSize:
@@ -73,6 +75,9 @@ def read_xlsx(data: bytes, limits: Limits) -> list[Section]:
     budget = Budget(limits)  # the file's, across its sheets
     with open_archive(data, limits, ".xlsx", budget) as archive:  # the zip-bomb guard, before openpyxl
         names = archive.names
+        for name in names:  # the parts openpyxl parses whole (it streams the sheets and shared strings)
+            if name in _XLSX_WHOLE or name.startswith(("xl/worksheets/_rels/", "xl/chartsheets/")):
+                check_whole(archive, name)
     if "xl/workbook.xml" not in names:
         raise UnreadableFile("corrupt .xlsx (no workbook part)")
     from openpyxl import load_workbook
