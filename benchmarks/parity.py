@@ -67,12 +67,22 @@ def dump(out: Path, work: Path, limit: int | None) -> None:
 
 
 def _diff(a, b, path=""):
-    """Every path where two JSON values differ."""
+    """Every path where two JSON values differ, over the fields the first one has (fields the
+    second version added are counted apart, by `_added`)."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{path}.{k}")]
+        return [d for k in sorted(a) for d in _diff(a.get(k), b.get(k), f"{path}.{k}")]
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{path}[{i}]")]
     return [] if a == b else [f"{path}: {json.dumps(a, ensure_ascii=False)[:120]} -> {json.dumps(b, ensure_ascii=False)[:120]}"]
+
+
+def _added(a, b, path="") -> set[str]:
+    """The fields `b` has and `a` lacks (new output, e.g. a field added to the answer's JSON)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {f"{path}.{k}" for k in set(b) - set(a)} | {x for k in a if k in b for x in _added(a[k], b[k], f"{path}.{k}")}
+    if isinstance(a, list) and isinstance(b, list):
+        return {x for i, (p, q) in enumerate(zip(a, b)) for x in _added(p, q, f"{path}[]")}
+    return set()
 
 
 def compare(before: Path, after: Path) -> int:
@@ -86,6 +96,9 @@ def compare(before: Path, after: Path) -> int:
         print(f"| {name} | {len(rows_a)} | {same_hits} | {same_answers} |")
         for i, (x, y) in enumerate(zip(rows_a, rows_b)):
             differences += [f"{name}[{i}] {x['question'][:50]!r}{d}" for d in _diff(x, y)]
+    added = sorted({f for name in a for x, y in zip(a[name], b.get(name, [])) for f in _added(x, y)})
+    if added:
+        print("fields only the second has (not compared):", ", ".join(added))
     for d in differences[:40]:
         print(d)
     return 1 if differences else 0
