@@ -31,11 +31,7 @@ def read_html(data: bytes, limits: Limits) -> list[Section]:
     last_block = None
 
     def flush():
-        body = re.sub(r"[ \t]+", " ", "".join(parts))
-        body = re.sub(r"\n\s*\n+", "\n\n", body).strip()
-        if body:
-            sections.append(Section(body, heading=str(path)))
-        parts.clear()
+        _close(parts, path, sections)
 
     root = soup.body or soup
     for node in root.descendants:
@@ -86,11 +82,7 @@ def stream_html(data: bytes, limits: Limits, tick=lambda: None, book: bool = Fal
     state = {"last_block": None, "heading": None, "pieces": None}
 
     def flush():
-        body = re.sub(r"[ \t]+", " ", "".join(parts))
-        body = re.sub(r"\n\s*\n+", "\n\n", body).strip()
-        if body:
-            sections.append(Section(body, heading=str(path)))
-        parts.clear()
+        _close(parts, path, sections)
 
     def emit(text, frame):
         nonlocal size
@@ -142,3 +134,13 @@ def stream_html(data: bytes, limits: Limits, tick=lambda: None, book: bool = Fal
                 del parent.element[0]
     flush()
     return sections
+
+
+def _close(parts: list[str], path: HeadingPath, sections: list[Section]) -> None:
+    """The text gathered since the last heading becomes a section under the heading path (runs of
+    spaces and blank lines collapsed); `parts` starts again empty."""
+    body = re.sub(r"[ \t]+", " ", "".join(parts))
+    body = re.sub(r"\n\s*\n+", "\n\n", body).strip()
+    if body:
+        sections.append(Section(body, heading=str(path)))
+    parts.clear()
