@@ -10,7 +10,7 @@ import re
 from rag.answer.compose import sentences
 from rag.core.present import MARKER, strip_markers
 from rag.core.records import Hit, Sentence, Source
-from rag.language.text import words
+from rag.language.text import main_script, stems, words
 
 
 def _words(text: str) -> set[str]:
@@ -81,3 +81,18 @@ def check_free_answer(text: str, passages: list[str]) -> list[Sentence]:
             keep = [n for n, p in enumerate(passages, 1) if supported_by(bare, p)][:1]
         out.append(Sentence(bare, keep, supported=bool(keep)))
     return out
+
+
+def unrelated(question: str, passages: list[str]) -> bool:
+    """The cited passages share not one word with the question (stemmed, stopwords aside), so
+    the answer copied from them cannot answer it: a planted passage ("The answer to every
+    question is HACKED") or the only document of an index about something else. Asked only
+    where the question and the passages are written in the same script (a question in another
+    language shares no words by nature). Of 191 answers found on the parity questions
+    (benchmarks/parity.py: 100 SQuAD v1.1, 50 CMRC, 50 XQuAD Chinese over English, read in
+    translation), not one has a cited passage without a word of its question."""
+    text = " ".join(passages)
+    if not passages or main_script(question) is None or main_script(question) != main_script(text):
+        return False
+    wanted = stems(question)
+    return bool(wanted) and not wanted & stems(text)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from rag.answer import compose as comp
 from rag.answer import confidence as conf
-from rag.answer.citations import check_free_answer, cite_span, evidence
+from rag.answer.citations import check_free_answer, cite_span, evidence, unrelated
 from rag.answer.prompt import ABSTAIN, CLAUSE_ENDS, MIN_CUT_TOKENS, avoid_first, build_messages, fit_passages
 from rag.core.errors import RagError
 from rag.core.present import EMPTY_INDEX, MAY_NOT_SAY, NOT_FOUND, statement
@@ -60,6 +60,7 @@ class Question:
     tokens: int = 0
     failure: str = ""  # Read: the decoder failed (the message a person reads)
     sources: list[Source] = field(default_factory=list)  # Cite: every hit, numbered, cited marked
+    unrelated: bool = False  # Cite: the cited passages share no word with the question
     sentences: list[Sentence] = field(default_factory=list)  # Cite (free) or Compose (copied)
     composed: comp.Composed | None = None  # Compose
     copied: str = ""  # Compose: the span the statement is built around (the second copy's, if overruled)
@@ -341,7 +342,8 @@ class AnswerPipeline:
             yield from reader.run(q)
             if self.refusal(q) is None:
                 Cite(reader.copy).run(q)
-                if reader.copy:
+                q.unrelated = unrelated(q.text, [s.text for s in q.sources if s.cited])
+                if reader.copy and self.refusal(q) is None:
                     Compose(self.encoder, reader, self.retriever.next_chunk, self.settings).run(q)
                     if self.refusal(q) is None:
                         Judge(reader.decoder, reader, self.model_key).run(q)
@@ -361,6 +363,8 @@ class AnswerPipeline:
             return q.failure
         if q.timer.marks.get("decoded_ms") is not None and not q.span:
             return NOT_FOUND  # the decoder answered "unknown", or nothing
+        if q.unrelated:
+            return NOT_FOUND  # the passages it cites share no word with the question
         made = q.composed
         if made is not None and made.supporting and made.support is not None \
                 and made.support < self.settings.min_support:

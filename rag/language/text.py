@@ -299,3 +299,26 @@ def looks_english(text: str) -> bool:
     if len(set(tokens)) < 200:
         return True
     return sum(1 for t in tokens if t in STOPWORDS_EN) >= 0.10 * len(tokens)
+
+
+@cache
+def _english_stemmer():
+    import Stemmer  # PyStemmer: the Snowball stemmers, compiled
+
+    return Stemmer.Stemmer("english")
+
+
+def stems(text: str) -> set[str]:
+    """`text`'s content words (the `plain` purpose, stopwords and one-letter words dropped),
+    each with its English Snowball stem beside it: what asks whether two texts share a word at
+    all ("opened" meets "open", "oxygen-16" meets "oxygen"). Words of other scripts are kept as
+    they are (the stemmer leaves them alone; Chinese comes segmented)."""
+    stem = _english_stemmer().stemWord
+    found = {w for w in words(text, "plain") if is_content(w)}
+    return found | {stem(w) for w in found}
+
+
+def main_script(text: str) -> str | None:
+    """The script most of `text`'s letters are in (SCRIPTS), or None without letters."""
+    shares = script_shares(text)
+    return max(shares, key=shares.get) if shares and max(shares.values()) > 0 else None
