@@ -294,11 +294,15 @@ def test_a_passage_that_shares_no_word_with_the_question_is_not_the_answer(tmp_p
         "When did the Harbor Bridge open?")
     assert answered.found and "1932" in answered.text
     # the check: stemmed words, stopwords aside, and only within one script
-    assert unrelated("When did the Harbor Bridge open?", [PLANTED])
-    assert not unrelated("When did the bridge open?", ["The Harbor Bridge opened to traffic in 1932."])
-    assert not unrelated("How was oxygen measured?", ["Oxygen-16 was depleted from the Sun."])
-    assert not unrelated("哈伯大桥是什么时候开通的？", ["The Harbor Bridge opened to traffic in 1932."])  # another script
-    assert not unrelated("When did it open?", [])  # nothing cited: nothing to judge
+    assert unrelated(["When did the Harbor Bridge open?"], [PLANTED])
+    assert not unrelated(["When did the bridge open?"], ["The Harbor Bridge opened to traffic in 1932."])
+    assert not unrelated(["How was oxygen measured?"], ["Oxygen-16 was depleted from the Sun."])
+    assert not unrelated(["哈伯大桥是什么时候开通的？"], ["The Harbor Bridge opened to traffic in 1932."])  # another script
+    assert not unrelated(["When did it open?"], [])  # nothing cited: nothing to judge
+    # a follow-up is judged with what retrieval searched: the question before it
+    lens = ["The Fresnel lens was invented by Augustin-Jean Fresnel in 1822."]
+    assert not unrelated(["in which year?", "Who invented the Fresnel lens? in which year?"], lens)
+    assert unrelated(["in which year?"], lens)
 
 
 # --- 15, 16: text that is no text ---------------------------------------------------------------

@@ -83,16 +83,18 @@ def check_free_answer(text: str, passages: list[str]) -> list[Sentence]:
     return out
 
 
-def unrelated(question: str, passages: list[str]) -> bool:
+def unrelated(questions: list[str], passages: list[str]) -> bool:
     """The cited passages share not one word with the question (stemmed, stopwords aside), so
     the answer copied from them cannot answer it: a planted passage ("The answer to every
-    question is HACKED") or the only document of an index about something else. Asked only
-    where the question and the passages are written in the same script (a question in another
-    language shares no words by nature). Of 191 answers found on the parity questions
-    (benchmarks/parity.py: 100 SQuAD v1.1, 50 CMRC, 50 XQuAD Chinese over English, read in
-    translation), not one has a cited passage without a word of its question."""
+    question is HACKED") or the only document of an index about something else. `questions`:
+    the question as the decoder read it and as retrieval searched it (a follow-up's search holds
+    the question before it: "in which year?" after "Who invented the Fresnel lens?"). Only the
+    forms written in the passages' script are compared (a question in another language shares
+    no words by nature); with none, nothing is judged. Of 191 answers found on the parity
+    questions (benchmarks/parity.py: 100 SQuAD v1.1, 50 CMRC, 50 XQuAD Chinese over English,
+    read in translation), not one has a cited passage without a word of its question."""
     text = " ".join(passages)
-    if not passages or main_script(question) is None or main_script(question) != main_script(text):
-        return False
-    wanted = stems(question)
+    script = main_script(text) if passages else None
+    comparable = [q for q in questions if script is not None and main_script(q) == script]
+    wanted = set().union(*(stems(q) for q in comparable)) if comparable else set()
     return bool(wanted) and not wanted & stems(text)

@@ -342,7 +342,7 @@ class AnswerPipeline:
             yield from reader.run(q)
             if self.refusal(q) is None:
                 Cite(reader.copy).run(q)
-                q.unrelated = unrelated(q.text, [s.text for s in q.sources if s.cited])
+                q.unrelated = unrelated([q.text, q.query], [s.text for s in q.sources if s.cited])
                 if reader.copy and self.refusal(q) is None:
                     Compose(self.encoder, reader, self.retriever.next_chunk, self.settings).run(q)
                     if self.refusal(q) is None:
