@@ -22,6 +22,20 @@ def test_no_chunk_exceeds_limit_and_spans_point_into_page():
     assert [c.ord for c in chunks] == list(range(len(chunks)))
 
 
+def test_overlapping_passages_of_one_long_sentence_point_into_the_page():
+    """A sentence longer than a passage is cut on words with an overlap of word pieces: each
+    passage's start is its own (it was langchain's start_index, searched from the previous end
+    less the overlap taken as characters, so -1 once the overlap ran over 16 characters)."""
+    splitter = Splitter(tokenizer(), 24, 8)
+    page = "The lens of the Bell Rock light was ground by hand in the workshop of " + " ".join(
+        f"master{i}" for i in range(40)) + " in Paris. Keepers trimmed the wicks."
+    chunks = splitter.split(Document("x", [Section(page, page=1)]))
+    assert len(chunks) > 3
+    for c in chunks:
+        assert c.start >= 0 and page[c.start:c.end] == c.text
+    assert [c.start for c in chunks] == sorted({c.start for c in chunks})  # in order, none twice
+
+
 def test_chunks_do_not_cross_pages():
     splitter = Splitter(tokenizer(), 128, 16)
     doc = Document("x", [Section("first page words " * 5, page=1), Section("second page words " * 5, page=2)])

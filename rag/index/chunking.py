@@ -95,7 +95,6 @@ class Splitter:
             length_function=self.length,
             separators=SEPARATORS,
             keep_separator="end",
-            add_start_index=True,
             strip_whitespace=True,
         )
 
@@ -132,9 +131,7 @@ class Splitter:
             body, where = clean_with_offsets(section.text)
             heading = clean(section.heading)
             for offset, block, is_run in self._blocks(body):
-                pieces = (self._cut(block) if is_run else
-                          ((p.metadata.get("start_index", 0), p.page_content)
-                           for p in self._splitter.create_documents([block])))
+                pieces = self._cut(block) if is_run else self._pieces(block)
                 for at, piece in pieces:
                     text = piece.strip()
                     if not text:
@@ -146,6 +143,18 @@ class Splitter:
                     chunks.append(Chunk(text, len(chunks), section.page, heading,
                                         section.start + first, section.start + last))
         return chunks
+
+    def _pieces(self, block: str):
+        """(offset, text) of each passage the splitter makes of `block`, found in order: each
+        starts after the one before. (langchain's start_index searches from the previous
+        passage's end less chunk_overlap taken as characters; the overlap is word pieces, so an
+        overlap longer than 16 characters was not found and the start became -1.)"""
+        cursor = 0
+        for piece in self._splitter.split_text(block):
+            at = block.find(piece, cursor)
+            at = cursor if at < 0 else at  # never: a stripped piece is a substring of its block
+            cursor = at + 1
+            yield at, piece
 
     def _blocks(self, text: str):
         """(offset, text, is_run): the section as is, except that runs longer than `max_chars`
