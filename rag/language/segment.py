@@ -26,7 +26,7 @@ import re
 import unicodedata
 from functools import cache
 
-from rag.language.text import SCRIPT_TABLE, UNSPACED, is_content, words
+from rag.language.text import SCRIPT_TABLE, UNSPACED, is_content, stemmer, words
 from rag.language.text import segment as cut_cjk
 
 VERSION = 2  # what new indexes are built with
@@ -58,18 +58,11 @@ def _cluster() -> re.Pattern:
     return re.compile(f"[{NO_SPACES}][{_marks()}]*")
 
 
-@cache
-def _stemmer(language: str):
-    import Stemmer  # PyStemmer: the Snowball stemmers, compiled
-
-    return Stemmer.Stemmer(language)
-
-
 def _stem(word: str) -> str:
     first = ord(word[0])
     for lo, hi, language in STEMMED_SCRIPTS:
         if lo <= first <= hi:
-            return _stemmer(language).stemWord(word)
+            return stemmer(language).stemWord(word)
     return word
 
 

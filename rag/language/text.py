@@ -302,10 +302,11 @@ def looks_english(text: str) -> bool:
 
 
 @cache
-def _english_stemmer():
-    import Stemmer  # PyStemmer: the Snowball stemmers, compiled
+def stemmer(language: str):
+    """The Snowball stemmer of `language` (PyStemmer, compiled), made once per process."""
+    import Stemmer
 
-    return Stemmer.Stemmer("english")
+    return Stemmer.Stemmer(language)
 
 
 def stems(text: str) -> set[str]:
@@ -313,7 +314,7 @@ def stems(text: str) -> set[str]:
     each with its English Snowball stem beside it: what asks whether two texts share a word at
     all ("opened" meets "open", "oxygen-16" meets "oxygen"). Words of other scripts are kept as
     they are (the stemmer leaves them alone; Chinese comes segmented)."""
-    stem = _english_stemmer().stemWord
+    stem = stemmer("english").stemWord
     found = {w for w in words(text, "plain") if is_content(w)}
     return found | {stem(w) for w in found}
 
