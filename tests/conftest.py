@@ -2,6 +2,9 @@
 
 import os
 import socket
+import subprocess
+import time
+from contextlib import contextmanager
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -10,6 +13,35 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+@contextmanager
+def tmpfs(path: Path, size: str):
+    """A real small disk at `path` (a tmpfs mount, root only), for full-disk and read-only faults."""
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:80]}); needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def wait_ready(proc: subprocess.Popen, url: str, log: Path, seconds: float, pause: float = 0.2) -> None:
+    """Wait for a `rag serve` child to answer /readyz 200; its log is the failure message."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"server not ready in {seconds:g} s"
+        time.sleep(pause)
 
 
 def free_port() -> int:
@@ -86,7 +118,11 @@ CORPUS = {
 
 @pytest.fixture
 def corpus(tmp_path) -> Path:
-    root = tmp_path / "docs"
+    return write_corpus(tmp_path / "docs")
+
+
+def write_corpus(root: Path) -> Path:
+    """CORPUS's files and a two-page PDF under `root`."""
     for name, text in CORPUS.items():
         p = root / name
         p.parent.mkdir(parents=True, exist_ok=True)

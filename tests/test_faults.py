@@ -8,15 +8,14 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import tmpfs
 
 from rag import RAG
 from rag.core.errors import BadDataset, BadSetting, CannotWrite, DiskFull
 from rag.core.settings import Settings
-
 
 FAKES = {"encoder": "fake", "generator": "fake", "translator": "off"}
 FAKES_ENV = {f"RAG_{k.upper()}": v for k, v in FAKES.items()}
@@ -207,18 +206,6 @@ def test_a_large_file_commits_its_neighbours_before_it_is_encoded(tmp_path):
 
 
 # --- 10, 11: read-only and full disks ----------------------------------------------------
-
-@contextmanager
-def tmpfs(path: Path, size: str):
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:80]}); needs root")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
 
 def remount(path: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(path)], check=True)

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import tmpfs
 from fastapi.testclient import TestClient
 
 from rag import RAG
@@ -56,18 +57,6 @@ def sources(client, name: str, query: str) -> list[str]:
     r = client.post("/v1/search", json={"index": name, "query": query, "k": 5})
     assert r.status_code == 200, r.text
     return [h["text"] for h in r.json()["hits"]]
-
-
-@contextmanager
-def tmpfs(path: Path, size: str):
-    path.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()[:80]}); needs root")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 # --- 1: a first ingest whose only file fails -----------------------------------------------

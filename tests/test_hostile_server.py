@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import free_port, wait_ready
 
 from rag import RAG
 from rag.core.present import plain
@@ -61,16 +61,7 @@ class Server:
             command += ["--index", str(i)]
         self.proc = subprocess.Popen(command, cwd=root, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=limit,
                                      env={**os.environ, **FAKE, "HF_HUB_OFFLINE": "1", **(env or {})})
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, self.log_path.read_text()
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 60 s"
-            time.sleep(0.2)
+        wait_ready(self.proc, self.url, self.log_path, 60, 0.2)
 
     def chat(self, question, model="docs", **extra):
         return httpx.post(self.url + "/v1/chat/completions", timeout=60,

@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
-from conftest import CORPUS, free_port, make_pdf
+from conftest import free_port, wait_ready, write_corpus
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -28,21 +27,11 @@ FAKE_ENV = {"RAG_ENCODER": "fake", "RAG_GENERATOR": "fake", "RAG_TRANSLATOR": "o
 TOOLS = {"search", "ask", "list_indexes", "list_documents"}
 
 
-def write_docs(root: Path) -> Path:
-    for name, text in CORPUS.items():
-        p = root / name
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    make_pdf(root / "report.pdf", ["Page one is about the harbour master of Valletta.",
-                                   "Page two says the annual rainfall in Valletta is 550 millimetres."])
-    return root
-
-
 @pytest.fixture(scope="module")
 def indexes(tmp_path_factory) -> Path:
     """indexes/alpha (the corpus and a PDF) and indexes/beta (zebras), with the fake encoder."""
     root = tmp_path_factory.mktemp("mcp")
-    RAG(root / "indexes" / "alpha", encoder="fake", translator="off").ingest([write_docs(root / "docs")])
+    RAG(root / "indexes" / "alpha", encoder="fake", translator="off").ingest([write_corpus(root / "docs")])
     (root / "zoo").mkdir()
     (root / "zoo" / "zebra.txt").write_text("Zebras have black and white stripes on their striped coats.\n")
     RAG(root / "indexes" / "beta", encoder="fake", translator="off").ingest([root / "zoo"])
@@ -149,16 +138,7 @@ class Serve:
         self.proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--index", "alpha", "--index", "beta",
                                       "--port", str(self.port), "--keys", str(keys)], cwd=root, stdout=self.log,
                                      stderr=subprocess.STDOUT, env={**os.environ, **FAKE_ENV})
-        deadline = time.monotonic() + 120
-        while True:
-            assert self.proc.poll() is None, (root / "serve.log").read_text()
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 120 s"
-            time.sleep(0.3)
+        wait_ready(self.proc, self.url, root / "serve.log", 120, 0.3)
 
     def client(self, key: str | None):
         headers = {"Authorization": f"Bearer {key}"} if key else None
@@ -230,6 +210,6 @@ async def _real_answer(session: ClientSession):
 
 @pytest.mark.slow
 def test_stdio_real_models_answer(tmp_path):
-    RAG(tmp_path / "indexes" / "real").ingest([write_docs(tmp_path / "docs")])
+    RAG(tmp_path / "indexes" / "real").ingest([write_corpus(tmp_path / "docs")])
     env = {k: v for k, v in FAKE_ENV.items() if not k.startswith("RAG_")}
     run(_real_answer, stdio(tmp_path, "real", env=env))

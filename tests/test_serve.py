@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import free_port, wait_ready
 
 from rag.http.keys import Keys, add, digest
 
@@ -81,16 +81,7 @@ class Server:
              "--port", str(self.port), "--keys", str(keys), "--queue", "3", "--deadline", "60"],
             cwd=root, stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
-        deadline = time.monotonic() + 300
-        while True:
-            assert self.proc.poll() is None, (root / "server.log").read_text()
-            try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server not ready in 300 s"
-            time.sleep(0.5)
+        wait_ready(self.proc, self.url, root / "server.log", 300, 0.5)
 
     def headers(self, key: str | None) -> dict:
         return {"Authorization": f"Bearer {key}"} if key else {}
