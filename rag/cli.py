@@ -87,6 +87,9 @@ def _ingest_parser(sub) -> None:
                    help="read, split and encode on a Ray cluster: ADDRESS (e.g. ray://head:10001 or "
                         "head:6379) joins one, no ADDRESS starts Ray on this machine; files must be at the "
                         "same path on every node (needs pip install -e '.[ray]')")
+    p.add_argument("--shards", type=_positive, metavar="N",
+                   help="make a new index of N shards, searched in parallel and merged (an index keeps "
+                        "its number; --ray writes them in parallel; see docs/cluster.md)")
 
 
 def _search_parser(sub) -> None:
@@ -224,7 +227,7 @@ def cmd_ingest(args) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         report = rag.ingest(args.paths, prune=not args.no_prune, progress=not args.json, wait=args.wait,
                             engine="ray" if args.ray else "local",
-                            address=None if args.ray in (None, "local") else args.ray)
+                            address=None if args.ray in (None, "local") else args.ray, shards=args.shards)
         if args.ray:  # Ray's own goodbye lines come now, to stderr, not after the report
             from rag.index.cluster import disconnect
 

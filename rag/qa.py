@@ -21,6 +21,7 @@ from rag.core.settings import Settings
 from rag.index import uploads
 from rag.index.cluster import connect
 from rag.index.ingest import Ingestor, IngestReport, absolute, sample_text, under
+from rag.index.shards import Shards, check_count, open_index, shard_count
 from rag.index.store import (
     DocumentInfo,
     FileProblem,
@@ -88,11 +89,11 @@ class RAG:
                 self.settings = self.settings.replace(**{key: manifest[key]})
 
     @property
-    def store(self) -> Store:
+    def store(self) -> Store | Shards:
         if self._store is None:
             if not is_index_dir(self.root):
                 raise BadIndex(f"no index at {self.root}: add documents with `rag ingest PATH --index {self.root}`")
-            self._store = Store(self.root)
+            self._store = open_index(self.root)  # a sharded index is read like one (rag/index/shards.py)
         return self._store
 
     @property
@@ -212,15 +213,23 @@ class RAG:
     # --- API -----------------------------------------------------------------------------
 
     def ingest(self, paths, prune: bool = True, progress: bool = False, wait: float = 0.0,
-               on_file=None, engine: str = "local", address: str | None = None) -> IngestReport:
+               on_file=None, engine: str = "local", address: str | None = None,
+               shards: int | None = None) -> IngestReport:
         """Add, update and remove documents so the index matches `paths` (files or folders).
-        `engine="ray"`: read, split and encode on a Ray cluster (`address`, else a local Ray)."""
+        `engine="ray"`: read, split and encode on a Ray cluster (`address`, else a local Ray).
+        `shards`: a new index is made of that many shards (rag/index/shards.py); an index keeps
+        the number it was made with (None: whatever it has, 1 for a new one)."""
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         missing = [str(p) for p in paths if not Path(p).expanduser().exists()]
         if missing:
             raise RagError(f"no such file or folder: {', '.join(missing)}")
         if self.root.exists() and not self.root.is_dir():
             raise RagError(f"--index {self.root} is a file, not an index folder; name another path")
+        if shards is not None:
+            check_count(shards)
+            if is_index_dir(self.root) and shard_count(self.root) != shards:
+                raise RagError(f"index {self.root} has {shard_count(self.root)} shard(s), not {shards}: an index "
+                               "keeps how it was made; leave out --shards or ingest into a new --index")
         if engine == "ray":  # a cluster that cannot be reached fails before a new index is made
             connect(address)
         with self._lock:
@@ -237,13 +246,18 @@ class RAG:
                                    f"limit of {encoder.max_tokens} word pieces")
                 s = self.settings
                 # another process may create it at the same time: then it waits, or says so (IndexLocked)
-                self._store = Store.create(self.root, new_manifest(s.encoder, encoder.dimension, s.chunk_size,
-                                                                   s.chunk_overlap), wait=wait)
+                manifest = new_manifest(s.encoder, encoder.dimension, s.chunk_size, s.chunk_overlap)
+                self._store = (Shards.create(self.root, manifest, shards, wait=wait) if (shards or 1) > 1
+                               else Store.create(self.root, manifest, wait=wait))
                 if self._store.manifest.get("encoder") != s.encoder:  # made by that other process
                     self._adopt_manifest(set())
                     self._encoder = None
-            report = Ingestor(self.store, self.encoder, self.settings).run(paths, prune, progress, wait, on_file,
-                                                                          engine, address)
+            if isinstance(self.store, Shards):
+                report = self.store.ingest(self.encoder, self.settings, paths, prune, progress, wait, on_file,
+                                           engine, address)
+            else:
+                report = Ingestor(self.store, self.encoder, self.settings).run(paths, prune, progress, wait,
+                                                                              on_file, engine, address)
             self._forget()  # the documents' language may have changed with them
             return report
 
@@ -297,10 +311,14 @@ class RAG:
         import time
 
         paths = listed_paths(self.root)
+        try:
+            shards = shard_count(self.root) if is_index_dir(self.root) else 1  # the fresh index keeps them
+        except BadIndex:  # its manifest unreadable: one shard
+            shards = 1
         fresh = self.root.with_name(self.root.name + ".rebuild")
         shutil.rmtree(fresh, ignore_errors=True)
         existing = [p for p in paths if Path(p).exists()]
-        report = RAG(fresh, settings=self.settings).ingest(existing, prune=False, progress=progress)
+        report = RAG(fresh, settings=self.settings).ingest(existing, prune=False, progress=progress, shards=shards)
         uploads = self.root / "uploads"
         if uploads.is_dir():
             shutil.move(str(uploads), str(fresh / "uploads"))

@@ -187,9 +187,12 @@ class Ingestor:
         self._progress = False
 
     def run(self, paths: list[str | Path], prune: bool = True, progress: bool = True,
-            wait: float = 0.0, on_file=None, engine: str = "local", address: str | None = None) -> IngestReport:
+            wait: float = 0.0, on_file=None, engine: str = "local", address: str | None = None,
+            keep=None) -> IngestReport:
         """`on_file(done, total, path)` is called after each file is scanned (the web UI's
-        progress bar). `engine="ray"`: chunks are made on a Ray cluster (cluster.py)."""
+        progress bar). `engine="ray"`: chunks are made on a Ray cluster (cluster.py). `keep(path)`:
+        only the files it accepts are this index's (a shard's, rag/index/shards.py); prune sees
+        only this index's own documents either way."""
         if engine not in ENGINES:
             raise RagError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         started = time.perf_counter()
@@ -197,6 +200,8 @@ class Ingestor:
         self._progress = progress
         found = scan([Path(p).expanduser() for p in paths], self.store.root, self.settings.follow_links)
         report.skipped_files, report.skipped = found.skipped, len(found.skipped)
+        if keep is not None:
+            found.files = [f for f in found.files if keep(str(f))]
         if engine == "ray":
             connect(address)  # a cluster that cannot be reached fails now, not with the lock held
         with self.store.writer(wait=wait, ann_threshold=self.settings.ann_threshold) as w:

@@ -32,6 +32,7 @@ from rag.language import segment
 
 FORMAT_VERSION = 1
 DB_NAME, MANIFEST_NAME, LOCK_NAME = "chunks.sqlite", "manifest.json", "write.lock"
+SHARD_PREFIX = "shard-"  # a sharded index's shard folders: shard-0, shard-1, ...
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -56,8 +57,15 @@ CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
 """
 
 
-def is_index_dir(path: Path) -> bool:
+def is_store_dir(path: Path) -> bool:
+    """One index folder of the plain format (a Store): its database and manifest."""
     return (path / DB_NAME).is_file() and (path / MANIFEST_NAME).is_file()
+
+
+def is_index_dir(path: Path) -> bool:
+    """An index: a Store's folder, or a sharded index's (its manifest names shard folders,
+    each a Store: rag/index/shards.py)."""
+    return is_store_dir(path) or ((path / MANIFEST_NAME).is_file() and is_store_dir(path / f"{SHARD_PREFIX}0"))
 
 
 @dataclass
@@ -276,7 +284,7 @@ class Store:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        if not is_index_dir(self.root):
+        if not is_store_dir(self.root):
             raise BadIndex(f"{self.root} is not a rag index (no {MANIFEST_NAME}/{DB_NAME}); "
                            "create it with `rag ingest PATH --index ...`")
         self.manifest = read_manifest(self.root)
@@ -693,6 +701,9 @@ def new_manifest(encoder: str, dimension: int, chunk_size: int, chunk_overlap: i
 
 def listed_paths(root: Path) -> list[str]:
     """The document paths an index lists, read-only: enough of a damaged index to rebuild it."""
+    shards = sorted(Path(root).glob(f"{SHARD_PREFIX}*"))
+    if shards and not is_store_dir(Path(root)):  # a sharded index: every shard's
+        return [p for shard in shards if shard.is_dir() for p in listed_paths(shard)]
     try:
         with sqlite3.connect(f"file:{Path(root) / DB_NAME}?mode=ro", uri=True) as conn:
             return [r[0] for r in conn.execute("SELECT path FROM documents")]
