@@ -228,3 +228,21 @@ def test_cli_ingest_shards(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["ingest", str(docs), "--index", str(tmp_path / "ix"), "--shards", "3"]) == 2
     assert "2 shard" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # starts Ray and its encoder actors
+def test_ray_ingest_writes_every_shard(tmp_path):
+    ray = pytest.importorskip("ray")
+    docs = tmp_path / "docs"
+    _corpus(docs, files=9)
+    local, on_ray = _rag(tmp_path / "local"), _rag(tmp_path / "ray")
+    local.ingest([docs], shards=3)
+    try:
+        report = on_ray.ingest([docs], shards=3, engine="ray")
+    finally:
+        ray.shutdown()
+    assert report.added == 9 and not report.failed and sum(report.files_per_node.values()) == 9
+    for a, b in zip(local.store.stores, on_ray.store.stores):
+        assert [d.path for d in a.documents()] == [d.path for d in b.documents()] and a.documents()
+    for query in QUERIES:
+        _same(local.search(query, k=5, mode="hybrid"), on_ray.search(query, k=5, mode="hybrid"))

@@ -217,10 +217,13 @@ def crash_on(path: str) -> None:
         os._exit(1)
 
 
-def encode_on_ray(files: list[tuple[str, str]], settings, encoder_name: str, address: str | None) -> Iterator[Encoded]:
+def encode_on_ray(files: list[tuple[str, str]], settings, encoder_name: str, address: str | None,
+                  share: int = 1) -> Iterator[Encoded]:
     """(path, sha256) of the files to read -> their Encoded results, streamed in order as the
     actors finish them. A batch whose worker dies is split and its files retried one by one
-    on a fresh worker; a file that has killed MAX_TRIES_PER_FILE workers comes back failed."""
+    on a fresh worker; a file that has killed MAX_TRIES_PER_FILE workers comes back failed.
+    `share`: this many pools run at once (a sharded index's writers): each takes that share of
+    the cluster, at least one worker, so none waits for workers another pool holds."""
     connect(address)
     import ray
 
@@ -233,7 +236,7 @@ def encode_on_ray(files: list[tuple[str, str]], settings, encoder_name: str, add
         size, per_actor, device = max(1, int(resources.get("CPU", 1)) // threads), {"num_cpus": threads}, "cpu"
     # restarts are ours, not Ray's (its default for a pool is to restart and retry forever)
     Worker = ray.remote(max_restarts=0, max_task_retries=0, **per_actor)(worker_class(settings, encoder_name, device, threads))
-    pool = _Pool(ray, Worker, min(size, len(files)))
+    pool = _Pool(ray, Worker, min(max(1, size // max(1, share)), len(files)))
     queue = deque([list(range(i, min(i + FILES_PER_TASK, len(files))))
                    for i in range(0, len(files), FILES_PER_TASK)])
     tries = [0] * len(files)

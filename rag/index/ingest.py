@@ -185,6 +185,7 @@ class Ingestor:
         self.preparer = Preparer(encoder, settings)
         self._since_commit = 0  # new chunks written since the last commit
         self._progress = False
+        self.ray_share = 1  # Ray pools running at once (shards.py: one per shard), each a share of the cluster
 
     def run(self, paths: list[str | Path], prune: bool = True, progress: bool = True,
             wait: float = 0.0, on_file=None, engine: str = "local", address: str | None = None,
@@ -324,7 +325,8 @@ class Ingestor:
         failed: dict[str, str] = {}
         files = [(p.path, p.sha256) for p in sent.values()]
         bar = _progress(len(files), self._progress, "encode (ray)")
-        for result in encode_on_ray(files, self.settings, self.encoder.name, address) if files else ():
+        for result in encode_on_ray(files, self.settings, self.encoder.name, address,
+                                    self.ray_share) if files else ():
             bar.update(1)
             self.preparer.skipped_pages += result.skipped  # pages a worker's reader passed over, as locally
             if result.node:  # empty: no worker lived to finish it

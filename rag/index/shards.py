@@ -149,6 +149,10 @@ class Shards:
     def is_empty(self) -> bool:
         return all(s.is_empty() for s in self.stores)
 
+    def generation(self) -> int:
+        """Grows with every commit to any shard (Store.generation, added up)."""
+        return sum(s.generation() for s in self.stores)
+
     def documents(self) -> list[DocumentInfo]:
         return sorted((d for s in self.stores for d in s.documents()), key=lambda d: d.path)
 
@@ -190,9 +194,10 @@ class Shards:
                         done_before[0] += 1
                         on_file(done_before[0], done_before[0] - done + total, path)
 
-            return Ingestor(self.stores[i], encoder, settings).run(
-                paths, prune, progress and engine != "ray", wait, seen, engine, address,
-                keep=lambda p: self.route(p) == i)
+            ingestor = Ingestor(self.stores[i], encoder, settings)
+            ingestor.ray_share = self.n  # every shard's Ray pool at once: each a share of the cluster
+            return ingestor.run(paths, prune, progress and engine != "ray", wait, seen, engine, address,
+                                keep=lambda p: self.route(p) == i)
 
         if engine == "ray":
             with ThreadPoolExecutor(self.n, thread_name_prefix="rag-shard-writer") as pool:
