@@ -179,6 +179,17 @@ def _serve_parser(sub) -> None:
                    f"(setting serve_queue, default {_SETTING['serve_queue']})")
     p.add_argument("--deadline", type=float, help="seconds a request may take in all "
                    f"(setting serve_deadline, default {_SETTING['serve_deadline']:g})")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="answer on Ray Serve replicas: ADDRESS of a Ray cluster (e.g. head:6379), or "
+                        "`local` (the default with no ADDRESS); indexes at the same path on every node "
+                        "(see docs/cluster.md; needs pip install -e '.[ray]')")
+    p.add_argument("--replicas", default="1", metavar="N|MIN:MAX",
+                   help="--ray: answerer replicas, each with its own encoder and decoder; MIN:MAX "
+                        "scales with the load (default: %(default)s)")
+    p.add_argument("--replica-cpus", type=float, default=1.0, metavar="N",
+                   help="--ray: CPU cores each replica holds (default: %(default)s)")
+    p.add_argument("--replica-gpus", type=float, default=0.0, metavar="N",
+                   help="--ray: GPUs each replica holds, e.g. 1 (default: %(default)s)")
 
 
 def _mcp_parser(sub) -> None:
@@ -405,6 +416,12 @@ def cmd_rebuild(args) -> int:
 def cmd_serve(args) -> int:
     from rag.http.app import serve
 
+    if args.ray:
+        from rag.http.replicas import serve as serve_on_ray
+
+        serve_on_ray(args.index, args.host, args.port, args.keys, args.queue, args.deadline, args.ray,
+                     args.replicas, args.replica_cpus, args.replica_gpus)
+        return 0
     serve(args.index, args.host, args.port, args.keys, queue=args.queue, deadline=args.deadline)
     return 0
 

@@ -72,6 +72,7 @@ class RAG:
         self._translator = None
         self._retriever: Retriever | None = None
         self._pipeline: AnswerPipeline | None = None
+        self._generation = -1  # the index's committed state the parts above were decided on
         self._lock = threading.RLock()
         if is_index_dir(self.root):
             self._adopt_manifest(explicit)
@@ -197,9 +198,18 @@ class RAG:
     def _fresh(self) -> None:
         """Another folder put at the index's path (restored from a copy, swapped in by another
         process's `rag rebuild`) is read from the next call on: the store and what was decided
-        from it are made again, and the new folder's encoder and chunking are adopted."""
+        from it are made again, and the new folder's encoder and chunking are adopted. Another
+        process's commit to the same index has what was decided from its documents made again."""
         store = self._store
-        if store is None or not store.replaced():
+        if store is None:
+            return
+        if not store.replaced():
+            # another process committed (rag ingest beside rag serve, the writer of replicas.py):
+            # what was decided from the documents (the translator's language) is decided again
+            generation = store.generation()
+            if generation != self._generation:
+                self._generation = generation
+                self._forget()
             return
         if self._store is store:
             self._store = None

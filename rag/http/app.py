@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 
 
 def create_app(indexes: list[str] | None = None, keys: Keys | None = None, settings: Settings | None = None,
-               warm: bool = True) -> FastAPI:
-    """The ASGI app (uvicorn runs it; tests may too). `warm`: load the models at start."""
+               warm: bool = True, stateless_mcp: bool = False) -> FastAPI:
+    """The ASGI app (uvicorn runs it; tests may too). `warm`: load the models at start.
+    `stateless_mcp`: /mcp keeps no session between requests (replicas.py: any replica may
+    answer the next one)."""
     state = State(indexes or default_indexes(), keys, settings or Settings.load())
 
     @asynccontextmanager
@@ -63,7 +65,7 @@ def create_app(indexes: list[str] | None = None, keys: Keys | None = None, setti
         app.include_router(router)
     from rag.mcp.server import mount_mcp  # /mcp: the MCP tools, under the same keys and limits
 
-    mount_mcp(app, state)
+    mount_mcp(app, state, stateless=stateless_mcp)
     return app
 
 
@@ -193,6 +195,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def door_keys(host: str, keys_file: str | None) -> Keys | None:
+    """The keys a server listening on `host` checks; none only on this machine's own address."""
+    if not is_loopback(host) and not keys_file:
+        raise RagError(f"refusing to listen on {host} without --keys FILE (anyone who reaches it could read "
+                       f"and change the indexes); make one with `python -m rag.http.keys add keys.json --index NAME`")
+    return Keys.load(keys_file) if keys_file else None
+
+
 def serve(indexes: list[str] | None = None, host: str = "127.0.0.1", port: int = 8000,
           keys_file: str | None = None, queue: int | None = None, deadline: float | None = None) -> None:
     """Run the API until SIGINT/SIGTERM; in-flight requests finish first. `queue` and `deadline`
@@ -201,10 +211,7 @@ def serve(indexes: list[str] | None = None, host: str = "127.0.0.1", port: int =
 
     import uvicorn
 
-    if not is_loopback(host) and not keys_file:
-        raise RagError(f"refusing to listen on {host} without --keys FILE (anyone who reaches it could read "
-                       f"and change the indexes); make one with `python -m rag.http.keys add keys.json --index NAME`")
-    keys = Keys.load(keys_file) if keys_file else None
+    keys = door_keys(host, keys_file)
     settings = Settings.load(serve_queue=queue, serve_deadline=deadline)
     app = create_app(indexes, keys, settings)
     names = ", ".join(app.state.rag.indexes)

@@ -355,6 +355,11 @@ class Store:
         with self.snapshot() as snap:
             return snap.is_empty()
 
+    def generation(self) -> int:
+        """The committed state's number: it grows with every commit, by this process or another."""
+        with self.snapshot() as snap:
+            return int(snap.meta("generation", 0))
+
     def documents(self) -> list[DocumentInfo]:
         with self.snapshot() as snap:
             rows = snap.execute(

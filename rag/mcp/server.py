@@ -92,9 +92,10 @@ def presented_key(headers) -> str | None:
     return header[7:].strip() if header[:7].lower() == "bearer " else headers.get("x-api-key")
 
 
-def mount_mcp(app, state) -> None:
+def mount_mcp(app, state, stateless: bool = False) -> None:
     """Serve the tools at `/mcp` on `app` (FastAPI) over `state`'s indexes, keys and limits, and
-    run the Streamable HTTP session manager inside the app's lifespan."""
+    run the Streamable HTTP session manager inside the app's lifespan. `stateless`: no session
+    is kept between requests (the tools need none), so any of several replicas may answer."""
     from starlette.routing import Route
 
     def readable(ctx) -> list[str]:
@@ -105,7 +106,7 @@ def mount_mcp(app, state) -> None:
 
     door = Door(state.indexes, state.settings, readable=readable, line=lambda: _decoder_line(state),
                 deadline=state.settings.serve_deadline)
-    endpoint = Endpoint(build_server(door), state)
+    endpoint = Endpoint(build_server(door), state, stateless)
     app.router.routes.append(Route("/mcp", endpoint=endpoint, methods=["GET", "POST", "DELETE"],
                                    include_in_schema=False))
     outer = app.router.lifespan_context
@@ -122,8 +123,8 @@ class Endpoint:
     """/mcp: no session without a known key where the server has keys (401, as the rest of the
     API), then the SDK's Streamable HTTP session manager (a new one each time the app starts)."""
 
-    def __init__(self, server: MCPServer, state):
-        self.server, self.state, self.manager = server, state, None
+    def __init__(self, server: MCPServer, state, stateless: bool = False):
+        self.server, self.state, self.manager, self.stateless = server, state, None, stateless
 
     @asynccontextmanager
     async def running(self):
@@ -134,7 +135,7 @@ class Endpoint:
             enable_dns_rebinding_protection=True, allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
             allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"])  # no DNS rebinding
         self.manager = StreamableHTTPSessionManager(self.server._lowlevel_server, security_settings=local,
-                                                    max_request_body_size=self.state.settings.serve_max_body_bytes)
+                                                    stateless=self.stateless, max_request_body_size=self.state.settings.serve_max_body_bytes)
         async with self.manager.run():
             yield
 
