@@ -10,7 +10,7 @@ import random
 import pytest
 
 from rag.core.errors import RagError
-from rag.index.shards import Shards, bm25, route, shard_stats, texts_of
+from rag.index.shards import Shards, bm25, frequencies, route, shard_stats, tokenized_frequencies
 from rag.index.store import Store, is_index_dir
 from rag.language import segment
 from rag.qa import RAG
@@ -96,21 +96,40 @@ def test_sharded_search_finds_what_the_unsharded_index_finds(pair, mode):
 
 
 def test_bm25_with_shard_statistics_equals_fts5_bm25(pair):
-    """The recomputation (FTS5's formula with statistics read from the shadow tables and the
-    candidates' words from an in-memory FTS5 table) gives FTS5's own bm25() on one index."""
+    """The recomputation (FTS5's formula, statistics read from the shadow tables) gives FTS5's
+    own bm25() on one index, with the phrase counts read back from FTS5 as search does and with
+    them counted independently (the texts cut again, read by an FTS5 table in memory)."""
     plain, _, _ = pair
     store = plain.store
     checked = 0
     with store.snapshot() as snap:
-        for query in QUERIES + ["lens", "the lens of the lighthouse lens"]:
+        for query in QUERIES + ["lens", "the lens of the lighthouse lens", "storm-keeper's lamp"]:
             fts5 = dict(snap.keyword(query, 10_000))
             phrases = segment.query_words(query, store.segmenter)
-            mine = bm25(shard_stats(snap, phrases), phrases, texts_of(snap, list(fts5)), store.segmenter)
-            assert set(mine) == set(fts5)
-            for i, score in fts5.items():
-                assert mine[i] == pytest.approx(score, abs=1e-6, rel=0)
-                checked += 1
-    assert checked > 100
+            stats = shard_stats(snap, phrases)
+            read_back = frequencies(snap, phrases, list(fts5), stats)
+            counted = tokenized_frequencies(snap, phrases, list(fts5), store.segmenter)
+            assert read_back == counted
+            for found in (bm25(stats, read_back), bm25(stats, counted)):
+                assert set(found) == set(fts5)
+                for i, score in fts5.items():
+                    assert found[i] == pytest.approx(score, abs=1e-6, rel=0)
+                    checked += 1
+    assert checked > 200
+
+
+def test_phrase_counts_read_back_either_way(pair, monkeypatch):
+    """Per candidate (rowid IN) or from every match: the same counts."""
+    from rag.index import shards
+
+    store = pair[0].store
+    with store.snapshot() as snap:
+        phrases = segment.query_words("lighthouse lens storm", store.segmenter)
+        ids = [i for i, _ in snap.keyword("lighthouse lens storm", 12)]
+        stats = shard_stats(snap, phrases)
+        every = frequencies(snap, phrases, ids, stats)
+        monkeypatch.setattr(shards, "LOOKUPS_FROM", 0)
+        assert frequencies(snap, phrases, ids, stats) == every
 
 
 def test_chunk_ids_are_unique_and_lead_to_their_passages(pair):

@@ -59,6 +59,8 @@ SHARD_SLACK = 10
 # FTS5's bm25() constants (fts5_aux.c) and the keyword index's column weights (Snapshot.keyword)
 BM25_K1, BM25_B = 1.2, 0.75
 COLUMN_WEIGHTS = {"text": 1.0, "heading": 0.5}
+WEIGHTS_SQL = ", ".join(str(w) for w in COLUMN_WEIGHTS.values())
+LOOKUPS_FROM = 50  # a phrase in more rows than this many times the candidates: looked up per candidate
 TOKENIZE = re.search(r"tokenize=('(?:[^']|'')*')", SCHEMA).group(1)  # the keyword index's tokenizer, as made
 
 
@@ -360,13 +362,13 @@ class ShardedSnapshot:
         depth = 2 * k + SHARD_SLACK
 
         def propose(i, snap):
-            found = snap.keyword(query, depth)
-            return shard_stats(snap, phrases), texts_of(snap, [c for c, _ in found]), i
+            ids = [c for c, _ in snap.keyword(query, depth)]
+            stats = shard_stats(snap, phrases)
+            return stats, {self._global(i, c): f for c, f in frequencies(snap, phrases, ids, stats).items()}
 
         parts = self._fan(propose)
-        stats = add_stats([p[0] for p in parts])
-        candidates = {self._global(i, c): texts for _, rows, i in parts for c, texts in rows.items()}
-        scores = bm25(stats, phrases, candidates, self.shards.segmenter)
+        candidates = {c: f for _, found in parts for c, f in found.items()}
+        scores = bm25(add_stats([stats for stats, _ in parts]), candidates)
         return sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:k]
 
 
@@ -418,20 +420,76 @@ def texts_of(snap, ids: list[int]) -> dict[int, tuple[str, str]]:
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def bm25(stats: tuple[int, int, list[int]], phrases: list[str], candidates: dict[int, tuple[str, str]],
-         segmenter: int) -> dict[int, float]:
-    """FTS5's bm25(chunks_fts, 1.0, 0.5), negated (higher is better), of each candidate
-    (id -> (text, heading)) under the given statistics (rows, tokens, rows per phrase). The
-    candidates' words and lengths are read by an FTS5 table in memory with the keyword index's
-    own tokenizer over the same segmented text, so they are the index's own."""
+def idf(rows: int, n_hit: int) -> float:
+    """FTS5's IDF of a phrase found in n_hit of rows (1e-6 where it would be 0 or less)."""
+    value = math.log((rows - n_hit + 0.5) / (n_hit + 0.5))
+    return value if value > 0 else 1e-6
+
+
+def length_norm(length: int, avgdl: float) -> float:
+    return BM25_K1 * (1 - BM25_B + BM25_B * length / avgdl)
+
+
+def lengths(snap, ids: list[int]) -> dict[int, int]:
+    """Each row's tokens in all columns, as FTS5 counts them (chunks_fts_docsize: a varint a column)."""
+    marks = ",".join("?" * len(ids))
+    return {i: sum(varints(sz)) for i, sz in
+            snap.execute(f"SELECT id, sz FROM chunks_fts_docsize WHERE id IN ({marks})", ids)}
+
+
+def frequencies(snap, phrases: list[str], ids: list[int], stats) -> dict[int, tuple[int, list[float]]]:
+    """Each of these rows' length D and the weighted count f of each phrase in it (text 1,
+    heading 0.5), read back from the shard's own FTS5: its bm25() of the one-phrase query under
+    its own statistics `stats` (shard_stats), inverted: f = s K / (idf (k1 + 1) - s), rounded to
+    the half the weights make it a multiple of. No text is read or cut again."""
+    if not ids:
+        return {}
+    rows, tokens, hits = stats
+    size = lengths(snap, ids)
+    out = {i: (size.get(i, 0), [0.0] * len(phrases)) for i in ids}
+    every = f"SELECT rowid, -bm25(chunks_fts, {WEIGHTS_SQL}) FROM chunks_fts WHERE chunks_fts MATCH ?"
+    # SQLite runs `rowid IN (...)` as one FTS5 lookup per id (5 ms for 70 ids and 6 words, against
+    # 0.25 ms for every match of them): every match unless the phrase's rows far outnumber the ids
+    chosen = every + f" AND rowid IN ({','.join('?' * len(ids))})"
+    wanted = set(ids)
+    seen: dict[str, dict[int, float]] = {}
+    for j, (phrase, n_hit) in enumerate(zip(phrases, hits)):
+        if not n_hit or not rows:
+            continue
+        if phrase not in seen:
+            weight = idf(rows, n_hit) * (BM25_K1 + 1)
+            found = (snap.execute(every, [f'"{phrase}"']) if n_hit <= LOOKUPS_FROM * len(ids)
+                     else snap.execute(chosen, [f'"{phrase}"', *ids]))
+            seen[phrase] = {i: round(2 * s * length_norm(size.get(i, 0), tokens / rows) / (weight - s)) / 2
+                            for i, s in found if i in wanted}
+        for i, f in seen[phrase].items():
+            out[i][1][j] = f
+    return out
+
+
+def bm25(stats: tuple[int, int, list[int]], candidates: dict[int, tuple[int, list[float]]]) -> dict[int, float]:
+    """FTS5's bm25(chunks_fts, 1.0, 0.5), negated (higher is better), of each candidate (id ->
+    (length, weighted count of each phrase)) under the given statistics (rows, tokens, rows
+    per phrase): fts5_aux.c's formula, sum over phrases of idf * f (k1 + 1) / (f + K)."""
     rows, tokens, hits = stats
     if not candidates or not rows:
         return {}
     avgdl = tokens / rows
-    idf = []
-    for n_hit in hits:
-        value = math.log((rows - n_hit + 0.5) / (n_hit + 0.5))
-        idf.append(value if value > 0 else 1e-6)
+    weights = [idf(rows, h) for h in hits]
+    scores = {}
+    for i, (length, f) in candidates.items():
+        norm = length_norm(length, avgdl)
+        score = sum(w * (x * (BM25_K1 + 1)) / (x + norm) for w, x in zip(weights, f) if x)
+        if score > 0:
+            scores[i] = score
+    return scores
+
+
+def tokenized_frequencies(snap, phrases: list[str], ids: list[int], segmenter: int) -> dict[int, tuple[int, list[float]]]:
+    """`frequencies` found another way (the tests' check of it): the rows' texts cut again and
+    read by an FTS5 table in memory with the keyword index's tokenizer (fts5vocab instances:
+    a phrase of several tokens counts where they follow each other)."""
+    candidates = texts_of(snap, ids)
     mem = sqlite3.connect(":memory:")
     try:
         mem.execute(f"CREATE VIRTUAL TABLE t USING fts5(text, heading, tokenize={TOKENIZE})")
@@ -443,32 +501,18 @@ def bm25(stats: tuple[int, int, list[int]], phrases: list[str], candidates: dict
                          for i, (text, heading) in candidates.items()])
         mem.executemany("INSERT INTO q(rowid, text) VALUES (?,?)", [(j + 1, p) for j, p in enumerate(phrases)])
         tokens_of = [[] for _ in phrases]
-        for term, doc, offset in mem.execute("SELECT term, doc, offset FROM qv ORDER BY doc, offset"):
+        for term, doc in mem.execute("SELECT term, doc FROM qv ORDER BY doc, offset"):
             tokens_of[doc - 1].append(term)
-        terms = sorted({t for ts in tokens_of for t in ts})
         at: dict[tuple[int, str], dict[int, str]] = {}
-        if terms:
-            marks = ",".join("?" * len(terms))
-            for term, doc, col, offset in mem.execute(
-                    f"SELECT term, doc, col, offset FROM tv WHERE term IN ({marks})", terms):
-                at.setdefault((doc, col), {})[offset] = term
-        length = {i: sum(varints(sz)) for i, sz in mem.execute("SELECT id, sz FROM t_docsize")}
+        for term, doc, col, offset in mem.execute("SELECT term, doc, col, offset FROM tv"):
+            at.setdefault((doc, col), {})[offset] = term
+        size = {i: sum(varints(sz)) for i, sz in mem.execute("SELECT id, sz FROM t_docsize")}
     finally:
         mem.close()
-    freq: dict[int, list[float]] = {i: [0.0] * len(phrases) for i in candidates}
+    out = {i: (size.get(i, 0), [0.0] * len(phrases)) for i in candidates}
     for (doc, col), positions in at.items():
-        weight = COLUMN_WEIGHTS.get(col, 1.0)
         for j, ts in enumerate(tokens_of):
-            if not ts:
-                continue
             count = sum(1 for o, t in positions.items()
-                        if t == ts[0] and all(positions.get(o + m) == ts[m] for m in range(1, len(ts))))
-            freq[doc][j] += weight * count
-    scores = {}
-    for i, f in freq.items():
-        norm = BM25_K1 * (1 - BM25_B + BM25_B * length.get(i, 0) / avgdl)
-        score = sum(idf[j] * (f[j] * (BM25_K1 + 1)) / (f[j] + norm) for j in range(len(phrases)) if f[j])
-        if score > 0:
-            scores[i] = score
-    return scores
-
+                        if ts and t == ts[0] and all(positions.get(o + m) == ts[m] for m in range(1, len(ts))))
+            out[doc][1][j] += COLUMN_WEIGHTS.get(col, 1.0) * count
+    return out
