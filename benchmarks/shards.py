@@ -119,7 +119,7 @@ def synthetic_part(args, tmp: Path) -> None:
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
     vectors, queries = points(n), points(args.queries)
-    words = "harbor lens storm keeper lamp reef tide cliff chart compass beam prism".split()
+    words = ["harbor", "lens", "storm", "keeper", "lamp", "reef", "tide", "cliff", "chart", "compass", "beam", "prism"]
     texts = [" ".join(words[(i * 7 + j) % len(words)] for j in range(4)) + f" {i}" for i in range(per_doc)]
     manifest = new_manifest("synthetic", d, 128, 16)
     threshold = Settings().ann_threshold

@@ -10,15 +10,19 @@ import random
 import pytest
 
 from rag.core.errors import RagError
-from rag.index.shards import Shards, bm25, frequencies, route, shard_stats, tokenized_frequencies
+from rag.index.shards import (
+    Shards,
+    bm25,
+    frequencies,
+    route,
+    shard_stats,
+    tokenized_frequencies,
+)
 from rag.index.store import Store, is_index_dir
 from rag.language import segment
 from rag.qa import RAG
 
-WORDS = ("lens lighthouse fresnel glass prism beam coast harbor storm keeper lamp oil wick tower "
-         "signal ship reef fog horn night wave rock granite spiral stair brass mirror optics focus "
-         "ray light distance mile nautical chart survey engineer council island cliff sand tide "
-         "moon season winter summer trade route cargo sailor captain log compass north south").split()
+WORDS = ["lens", "lighthouse", "fresnel", "glass", "prism", "beam", "coast", "harbor", "storm", "keeper", "lamp", "oil", "wick", "tower", "signal", "ship", "reef", "fog", "horn", "night", "wave", "rock", "granite", "spiral", "stair", "brass", "mirror", "optics", "focus", "ray", "light", "distance", "mile", "nautical", "chart", "survey", "engineer", "council", "island", "cliff", "sand", "tide", "moon", "season", "winter", "summer", "trade", "route", "cargo", "sailor", "captain", "log", "compass", "north", "south"]
 
 
 def _corpus(root, files: int = 30, seed: int = 7) -> None:
