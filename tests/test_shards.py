@@ -269,3 +269,16 @@ def test_ray_ingest_writes_every_shard(tmp_path):
         assert [d.path for d in a.documents()] == [d.path for d in b.documents()] and a.documents()
     for query in QUERIES:
         _same(local.search(query, k=5, mode="hybrid"), on_ray.search(query, k=5, mode="hybrid"))
+
+
+def test_progress_and_uploads_over_shards(tmp_path):
+    docs = tmp_path / "docs"
+    _corpus(docs, files=8)
+    rag = _rag(tmp_path / "ix")
+    seen = []
+    rag.ingest([docs], shards=3, on_file=lambda done, total, path: seen.append((done, total)))
+    assert [d for d, _ in seen] == list(range(1, 9)) and seen[-1] == (8, 8)
+    report = rag.upload([("zebra.txt", b"A zebra crossed the harbor at dawn.\n")])
+    assert report.added == 1 and isinstance(rag.store, Shards)
+    hit = rag.search("zebra harbor", k=1, mode="keyword")[0]
+    assert hit.source.endswith("zebra.txt") and len(rag.documents()) == 9
