@@ -8,6 +8,12 @@ indexed once under benchmarks/.cache/serve-docs); it runs with its defaults (1 d
 8 waiting, 429 beyond). Run on demand:
 
     .venv/bin/python benchmarks/serve.py [--index PATH] [--clients 1,4,16,64] [--seconds 10]
+
+With --ray, the one-process server and `rag serve --ray local --replicas N` for each N of
+--replicas (default 1,2), one after the other, in one table, and a projection to more nodes
+from one replica's figures (labelled as such):
+
+    .venv/bin/python benchmarks/serve.py --ray --replicas 1,2 --kinds search,chat --clients 1,8
 """
 
 from __future__ import annotations
@@ -123,6 +129,75 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def start_server(index: Path, extra: list[str]) -> tuple[subprocess.Popen, str, float]:
+    """`rag serve` over `index` on a free port (with `extra` flags), once /readyz says ready."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    start = time.perf_counter()
+    server = subprocess.Popen([*RAG, "serve", "--index", str(index), "--port", str(port), *extra], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return server, url, time.perf_counter() - start
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            sys.exit("rag serve exited before it was ready")
+        time.sleep(0.3)
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    server.wait(120)
+
+
+def measure(url: str, model: str, args) -> list[dict]:
+    rows = []
+    for kind in args.kinds.split(","):
+        for clients in (int(c) for c in args.clients.split(",")):
+            rows.append(asyncio.run(mixed(url, model, clients, args.seconds)) if kind == "search+chat"
+                        else asyncio.run(load(url, model, kind, clients, args.seconds)))
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def print_rows(rows: list[dict], server: str = "") -> None:
+    print(("| server " if server else "") + "| kind | clients | requests/s | p50 ms | p95 ms | first draft p50 ms | errors |")
+    print(("|---" if server else "") + "|---|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        first = f"{r['first_p50_ms']:.0f}" if r["first_p50_ms"] is not None else ""
+        errors = ", ".join(f"{n}x {s}" for s, n in sorted(r["errors"].items())) or "none"
+        print((f"| {r['server']} " if server else "") + f"| {r['kind']} | {r['clients']} | {r['rps']:.1f} | "
+              f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {first} | {errors} |")
+
+
+def on_ray(index: Path, args) -> None:
+    """The one-process server and `rag serve --ray local --replicas N` for each N, measured
+    one after the other on this machine, and a projection to more nodes (labelled as such)."""
+    setups = [("one process", [])] + [(f"ray, {n} replica{'s' * (n > 1)}", ["--ray", "local", "--replicas", str(n)])
+                                      for n in (int(x) for x in args.replicas.split(","))]
+    rows, ready = [], {}
+    for label, extra in setups:
+        server, url, ready[label] = start_server(index, extra)
+        try:
+            for r in measure(url, index.name, args):
+                rows.append({**r, "server": label})
+        finally:
+            stop(server)
+    print(f"\nrag serve over {index}, on this machine ({os.cpu_count()} cores); one replica holds "
+          f"{args.replica_cpus:g} core(s); ready in " + ", ".join(f"{k} {v:.0f} s" for k, v in ready.items()) + "\n")
+    print_rows(rows, server="yes")
+    one = [r for r in rows if r["server"] == "ray, 1 replica" and r["kind"] == "chat"]
+    if one:
+        best = max(r["rps"] for r in one)
+        per_node = max(1, int((os.cpu_count() or 1) // args.replica_cpus))
+        print(f"\nProjection, not measured: one replica answers {best:.2f} chats/s here (its best above); "
+              f"a node like this one holds {per_node} replica(s), so N such nodes would answer about "
+              + ", ".join(f"{n} nodes {n * per_node * best:.1f}/s" for n in (2, 4, 8, 16))
+              + " if the one ingress keeps up (its own search rate above is its ceiling).")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--index", help="index to serve (default: docs/ indexed under benchmarks/.cache)")
@@ -130,33 +205,19 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="per kind and client count")
     ap.add_argument("--kinds", default="search,chat,search+chat")
     ap.add_argument("--runs", type=int, default=3, help="questions timed per way of asking (0: skip)")
+    ap.add_argument("--ray", action="store_true", help="also rag serve --ray local, for each --replicas")
+    ap.add_argument("--replicas", default="1,2", help="--ray: replica counts to measure")
+    ap.add_argument("--replica-cpus", type=float, default=1.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     index = Path(args.index) if args.index else docs_index()
+    if args.ray:
+        return on_ray(index, args)
     model = index.name
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    start = time.perf_counter()
-    server = subprocess.Popen([*RAG, "serve", "--index", str(index), "--port", str(port)], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, url, ready_s = start_server(index, [])
     try:
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None:
-                sys.exit("rag serve exited before it was ready")
-            time.sleep(0.3)
-        ready_s = time.perf_counter() - start
         rss0 = rss_mb(server.pid)
         chunks = httpx.get(f"{url}/v1/indexes/{model}").json()["chunks"]
-        rows = []
-        for kind in args.kinds.split(","):
-            for clients in (int(c) for c in args.clients.split(",")):
-                rows.append(asyncio.run(mixed(url, model, clients, args.seconds)) if kind == "search+chat"
-                            else asyncio.run(load(url, model, kind, clients, args.seconds)))
-                print(json.dumps(rows[-1]), file=sys.stderr)
+        rows = measure(url, model, args)
         rss1 = rss_mb(server.pid)
 
         q = QUESTIONS[0]
@@ -173,17 +234,11 @@ def main() -> None:
         if api:
             ask["API request (httpx)"] = statistics.median(api)
     finally:
-        server.terminate()
-        server.wait(60)
+        stop(server)
 
     print(f"\nrag serve over {index} ({chunks} chunks); ready in {ready_s:.1f} s; "
           f"server RSS {rss0:.0f} MB before the load, {rss1:.0f} MB after\n")
-    print("| kind | clients | requests/s | p50 ms | p95 ms | first draft p50 ms | errors |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    for r in rows:
-        first = f"{r['first_p50_ms']:.0f}" if r["first_p50_ms"] is not None else ""
-        errors = ", ".join(f"{n}x {s}" for s, n in sorted(r["errors"].items())) or "none"
-        print(f"| {r['kind']} | {r['clients']} | {r['rps']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {first} | {errors} |")
+    print_rows(rows)
     if ask:
         print("\n| one question | seconds (median of %d) |" % args.runs)
         print("|---|---:|")
