@@ -345,11 +345,10 @@ def cmd_eval(args) -> int:
     if args.lang:
         from rag.evaluate import format_languages, run_languages
 
-        if args.index or args.answers:
-            raise RagError("--lang builds one index per language and measures retrieval: "
-                           "leave out --index and --answers")
+        if args.index:
+            raise RagError("--lang builds one index per language: leave out --index")
         result = run_languages(args.dataset, args.lang, modes, ks, args.limit, args.seed, progress=not args.json,
-                               chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
+                               answers=args.answers, chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap)
         if args.json:
             _emit(args, result)
         else:

@@ -384,11 +384,13 @@ def language_pairs(spec: str) -> list[tuple[str, str]]:
 
 def run_languages(pattern: str, langs: str, modes=("dense", "keyword", "hybrid"), ks=(1, 5, 10),
                   limit: int | None = None, seed: int = 0, progress: bool = False,
-                  index_dir: str | Path = "indexes", **settings) -> dict:
+                  index_dir: str | Path = "indexes", answers: bool = False, **settings) -> dict:
     """Retrieval per language: `pattern` names one dataset per language with "{lang}" in its
     path (../shared/datasets/xquad/xquad.{lang}.json). Each documents' language gets its own
     index, `<index_dir>/eval-<name>`; a pair "en:zh" asks the English file's questions over
-    the Chinese file's index (the same sampled questions, by position, in every language)."""
+    the Chinese file's index (the same sampled questions, by position, in every language).
+    `answers`: each question is also answered, and the short answer scored against the gold
+    answer of the documents' file (in the documents' language: the answer is copied from them)."""
     if "{lang}" not in str(pattern):
         raise BadDataset(f"{pattern}: a language list needs a dataset path with {{lang}} in it, "
                          "e.g. ../shared/datasets/xquad/xquad.{lang}.json")
@@ -409,6 +411,11 @@ def run_languages(pattern: str, langs: str, modes=("dense", "keyword", "hybrid")
         for mode in modes:
             row["retrieval"][mode] = retrieval_metrics(lambda q, k: rag.search(q, k=k, mode=mode), questions,
                                                        loaded[docs].long_contexts, ks, progress)
+        if answers:
+            gold = sample(loaded[docs].questions, limit, seed)
+            asked_gold = [Question(q.question, g.answers, g.source, g.answer_starts, g.impossible)
+                          for q, g in zip(questions, gold)]
+            row["answers"] = answer_metrics(rag.ask, asked_gold, progress)
         rows.append(row)
     return {"pattern": str(pattern), "limit": limit, "seed": seed, "languages": rows}
 
@@ -423,8 +430,15 @@ def format_languages(result: dict) -> str:
     lines = [f"{result['pattern']}: {rows[0]['retrieval'][modes[0]]['questions']} questions per language "
              f"(seed {result['seed']}), recall {head}",
              "| language | encoder | " + " | ".join(modes) + " |", "|---" * (len(modes) + 2) + "|"]
+    answered = "answers" in rows[0]
+    if answered:
+        lines[1] = lines[1][:-1] + "| answer F1 | answered | total p50 s |"
+        lines[2] += "---|---|---|"
     for r in rows:
         name = r["questions"] if r["questions"] == r["documents"] else f"{r['questions']} questions, {r['documents']} paragraphs"
         cells = [" / ".join(f"{r['retrieval'][m][k]:.3f}" for k in ks) for m in modes]
+        if answered:
+            a = r["answers"]
+            cells += [f"{a['f1']:.3f}", f"{1 - a['wrongly_not_found']:.3f}", f"{a['total_p50_ms'] / 1000:.1f}"]
         lines.append(f"| {name} | {r['encoder']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
