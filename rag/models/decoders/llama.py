@@ -13,6 +13,9 @@ class LlamaCpp(LocalModel):
     backend = "llama.cpp"
 
     def _load(self):
+        from rag.models.kernels import activate
+
+        activate()  # the llama.cpp build for this CPU (rag/models/kernels.py), before llama_cpp is imported
         from llama_cpp import Llama
 
         from rag.models.selfcheck import llama_load_params
