@@ -5,6 +5,8 @@ search reads for a query, its translation into the index's language where it nee
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from rag.answer.translate import FOREIGN as COVERED
@@ -96,27 +98,94 @@ class Retriever:
 
     def _hybrid(self, snap: Snapshot, query: str, vector: np.ndarray, k: int, asked: str | None = None,
                 checked: bool = False):
-        """The union of both top-n lists, each candidate scored by both methods, fused.
+        """Hybrid search: both methods' candidates (`pool`), fused (`hybrid_rank`)."""
+        pool = self.pool(snap, query, vector, k, asked, checked)
+        return hybrid_rank(pool, k, self.fusion_weight), pool.cosines
+
+    def pool(self, snap: Snapshot, query: str, vector: np.ndarray, k: int, asked: str | None = None,
+             checked: bool = False) -> Pool:
+        """What hybrid search fuses: the dense top-n, the BM25 list of the query (and of a
+        translated question's own words) with the share of its words the index has, and the
+        cosines of every list's top-n (benchmarks/hybrid.py saves these and replays rules on them).
         `checked`: `vector` is the asked question's and `query` its translation, whose BM25
         list is trusted only as far as dense search agrees with it (`agreement`)."""
         n = max(self.candidates, k)
-        dense = dict(snap.dense(vector, n))
-        # the query's BM25 list, and a translated question's own: each trusted as far as its
-        # words occur in the index, each scaled by its best, merged
-        lists = [_trusted_keyword(snap, q, KEYWORD_DEPTH * n) for q in (query, asked) if q]
-        if checked:
-            scores, trust = lists[0]
-            lists[0] = scores, trust * agreement(scores, dense)
-        keyword = merge_keyword(lists)
-        missing = [i for i in list(keyword)[:n] if i not in dense]
-        dense.update(snap.cosines(vector, missing))
-        fused = fuse(dense, keyword, set(dense) | set(missing), self.fusion_weight, top=1.0)
-        return sorted(fused.items(), key=lambda item: -item[1])[:k], dense
+        dense = snap.dense(vector, n)
+        lists = [(snap.keyword(q, KEYWORD_DEPTH * n), snap.coverage(q)) for q in (query, asked) if q]
+        cosines = dict(dense)
+        seen = set(cosines)
+        missing = [i for ranked, _ in lists for i, _ in ranked[:n] if i not in seen and not seen.add(i)]
+        cosines.update(snap.cosines(vector, missing))
+        return Pool(n, dense, lists, cosines, checked)
 
 
-def _trusted_keyword(snap: Snapshot, query: str, depth: int) -> tuple[dict[int, float], float]:
-    ranked = dict(snap.keyword(query, depth))
-    return ranked, keyword_trust(snap.coverage(query)) if ranked else 0.0
+@dataclass
+class Pool:
+    """One question's candidates for hybrid search. `dense`: the dense top-n (id, cosine),
+    best first; `keyword`: per text searched (the query, then a translated question's own
+    words) its BM25 list (id, score), best first, and the share of its words in the index;
+    `cosines`: the cosine of every dense candidate and of each keyword list's top-n;
+    `checked`: the first keyword list is a translation, trusted as far as dense agrees."""
+    n: int
+    dense: list[tuple[int, float]]
+    keyword: list[tuple[list[tuple[int, float]], float]]
+    cosines: dict[int, float]
+    checked: bool = False
+
+
+def hybrid_rank(pool: Pool, k: int, weight: float) -> list[tuple[int, float]]:
+    """The k best (id, fused score) of a pool: the union of the dense top-n and the merged
+    keyword list's top-n, each candidate scored by both methods (`fuse`)."""
+    n = pool.n
+    dense = dict(pool.dense)
+    lists = [(dict(ranked), keyword_trust(coverage) if ranked else 0.0) for ranked, coverage in pool.keyword]
+    if pool.checked and lists:
+        scores, trust = lists[0]
+        lists[0] = scores, trust * agreement(scores, dense)
+    keyword = merge_keyword(lists)
+    missing = [i for i in list(keyword)[:n] if i not in dense]
+    dense.update({i: pool.cosines[i] for i in missing if i in pool.cosines})
+    fused = fuse(dense, keyword, set(dense) | set(missing), weight, top=1.0)
+    return sorted(fused.items(), key=lambda item: -item[1])[:k]
+
+
+def adaptive_rank(pool: Pool, k: int, weight: float, floor: float = 0.5, depth: int = 20,
+                  rrf: float = 0.0) -> list[tuple[int, float]]:
+    """`hybrid_rank`, each BM25 list trusted per question as far as dense search agrees with
+    it: times floor + (1 - floor) * the share of its AGREE_TOP best among the dense top
+    `depth`; `rrf`: the share of reciprocal rank fusion in the final score."""
+    n = pool.n
+    dense = dict(pool.dense)
+    near = dict(pool.dense[:depth])
+    lists = []
+    for j, (ranked, coverage) in enumerate(pool.keyword):
+        scores = dict(ranked)
+        trust = keyword_trust(coverage) if ranked else 0.0
+        if pool.checked and j == 0:
+            trust *= agreement(scores, dense)
+        else:
+            trust *= floor + (1 - floor) * agreement(scores, near)
+        lists.append((scores, trust))
+    keyword = merge_keyword(lists)
+    missing = [i for i in list(keyword)[:n] if i not in dense]
+    dense.update({i: pool.cosines[i] for i in missing if i in pool.cosines})
+    ids = set(dense) | set(missing)
+    fused = fuse(dense, keyword, ids, weight, top=1.0)
+    if rrf:
+        dense_order = sorted(dense, key=lambda i: -dense[i])
+        kw_order = [i for i in keyword if keyword[i] > 0][:n]
+        rr = {i: 0.0 for i in ids}
+        for order in (dense_order, kw_order):
+            for r, i in enumerate(order):
+                if i in rr:
+                    rr[i] += 1 / (RRF_C + r + 1)
+        top = max(rr.values(), default=0.0) or 1.0
+        hi = max(fused.values(), default=0.0) or 1.0
+        fused = {i: (1 - rrf) * fused[i] / hi + rrf * rr[i] / top for i in ids}
+    return sorted(fused.items(), key=lambda item: -item[1])[:k]
+
+
+RRF_C = 60
 
 
 # Keyword search counts in proportion to how much of the question the index's words cover
