@@ -130,7 +130,7 @@ class RAG:
         per state of the index (each ingest decides again)."""
         if self._translator is None:
             s = self.settings
-            name = choose_translator() if s.translator.lower() == "auto" else s.translator
+            name = self.translator_name
             language = None
             if name.lower() != "off":
                 english_only = not encoder_profile(s.encoder).multilingual
@@ -141,6 +141,11 @@ class RAG:
                 language = index_language(sample, english_only)
             self._translator = Translator(partial(decoder_for, name, s, "auto"), language) if language else False
         return self._translator or None
+
+    @property
+    def translator_name(self) -> str:
+        s = self.settings
+        return choose_translator() if s.translator.lower() == "auto" else s.translator
 
     def translated_query(self, query: str, wait: bool = True) -> str | None:
         """The query `search` reads for `query` in the index's language, or None where it is
@@ -183,9 +188,13 @@ class RAG:
         s, exists = self.settings, is_index_dir(self.root)
         retriever = self.retriever if exists else None
         translate = QueryTranslator(self.translator, self.store) if exists and self.translator else None
+        # a question in another language than the passages: the translator's model reads it,
+        # unless a decoder was named (rag/answer/pipeline.py: AnswerPipeline.reader_for)
+        cross = partial(decoder_for, self.translator_name, s, "auto") if translate and s.generator == "auto" else None
         pipeline = AnswerPipeline(retriever, translate, partial(decoder_for, self.generator_name, s),
                                   self.encoder, encoder_profile(s.encoder),
-                                  decoder_profile(self.generator_name, s.backend), s)
+                                  decoder_profile(self.generator_name, s.backend), s, cross_decoder=cross,
+                                  language=self.translator.language if translate else None)
         if exists:
             self._pipeline = pipeline
         return pipeline

@@ -422,3 +422,48 @@ def test_stream_yields_drafts_then_one_answer(fake_rag):
     assert answer.sources[0].source.endswith("lighthouse.md") and answer.citations == [1]
     t = answer.timings
     assert 0 < t.retrieve_ms <= t.first_token_ms <= t.total_ms and t.tokens >= 1
+
+
+# --- a question in another language than the passages ------------------------------------------
+
+def _across(translation: str | None, cross=None, **settings):
+    """A multilingual index of one English passage whose best hit's cosine to the question as
+    asked (Chinese) is low, as a multilingual encoder puts it; `translation` is what the
+    question translator gives."""
+    asked = "谁发明了菲涅耳透镜？"
+    retriever = FakeRetriever([hit(1, FRESNEL, dense=0.1), hit(2, BEES, dense=0.05)])
+    index_decoder = FakeDecoder(["INDEX DECODER"])
+    p = AnswerPipeline(retriever, (lambda query: translation), lambda: index_decoder, FakeEncoder(),
+                       encoder_profile(MULTILINGUAL), decoder_profile(FAKE), Settings(min_confidence=0, **settings),
+                       cross_decoder=(lambda: cross) if cross is not None else None, language="English")
+    q = Question(asked, asked, asked, 4, "hybrid", 48)
+    *_, answer = list(p.stream(q))
+    return q, answer
+
+
+def test_a_translated_question_is_judged_by_its_translation_s_nearness():
+    """The not-found threshold was set on questions in the passages' language: a question in
+    another language is compared by its translation's cosine (the nearer of the two)."""
+    english = "Who invented the Fresnel lens?"
+    near = float(FakeEncoder().similarities(english, [FRESNEL])[0])
+    assert near > 0.3  # (the fake encoder's bag of words: shared words)
+    q, answer = _across(None, min_score=0.3)
+    assert not answer.found and answer.note == NOT_FOUND and q.top_dense == 0.1  # as asked: too far
+    q, answer = _across(english, cross=FakeDecoder(), min_score=0.3)
+    assert q.crosslingual and q.top_dense == pytest.approx(near) and answer.found
+    assert "Augustin-Jean Fresnel" in answer.short or "Fresnel" in " ".join(answer.supporting)
+
+
+def test_a_translated_question_is_read_by_the_translator_s_model_and_says_its_language():
+    q, answer = _across("Who invented the Fresnel lens?", cross=FakeDecoder(), min_score=0.0)
+    assert answer.found and "INDEX DECODER" not in answer.short  # the cross decoder read it
+    assert answer.note.startswith("Asked in another language") and "English" in answer.note
+    q, answer = _across("Who invented the Fresnel lens?", cross=None, min_score=0.0)
+    assert "INDEX" in answer.short or not answer.found  # without one, the index's decoder reads all
+
+
+def test_a_same_language_question_has_no_note_and_its_own_cosine():
+    retriever = FakeRetriever([hit(1, FRESNEL, dense=0.9)])
+    p = make(retriever, encoder=MULTILINGUAL, translate=lambda query: None, min_confidence=0)
+    q, _, answer = ask(p, "Who invented the Fresnel lens?")
+    assert q.top_dense == 0.9 and not q.crosslingual and answer.note == "" and answer.found

@@ -55,6 +55,7 @@ class Question:
     empty_index: bool = False
     searched: str = ""  # Retrieve: the translation searched instead of `query` (rag/answer/translate.py)
     hits: list[Hit] = field(default_factory=list)  # Retrieve
+    top_dense: float | None = None  # Retrieve: the best passage's cosine to the question in the passages' language
     passages: list[tuple[Hit, str]] = field(default_factory=list)  # Read: what the prompt held
     span: str = ""  # Read: what the decoder wrote ("" when it said "unknown")
     tokens: int = 0
@@ -74,6 +75,18 @@ class Question:
         return self.cancel is not None and self.cancel.is_set()
 
     @property
+    def in_passages(self) -> str:
+        """The question in the passages' language: its translation where one was made (a
+        question in another language), else as the decoder reads it. What compares words with
+        the passages reads this (the sentence check, the confidence's word signals)."""
+        return self.searched or self.text
+
+    @property
+    def crosslingual(self) -> bool:
+        """Asked in another language than the passages' (the decoder reads it as asked)."""
+        return bool(self.searched) and self.searched != self.text
+
+    @property
     def everything(self) -> list[tuple[Hit, str]]:
         """The prompt's passages, then the other hits as further reading."""
         shown = {h.chunk_id for h, _ in self.passages}
@@ -85,9 +98,10 @@ class Retrieve:
     translation where the question is in another language than the index's (`translate`
     returns None where it is searched as asked)."""
 
-    def __init__(self, retriever, translate, diverse: bool, reads_translation: bool = True):
+    def __init__(self, retriever, translate, diverse: bool, reads_translation: bool = True, similarities=None):
         self.retriever, self.translate, self.diverse = retriever, translate, diverse
         self.reads_translation = reads_translation
+        self.similarities = similarities  # (question, texts) -> cosines: the encoder's
 
     def run(self, q: Question) -> None:
         if q.cancelled:  # the asker left: no translation, no search
@@ -110,6 +124,14 @@ class Retrieve:
                 q.text = q.searched
         q.hits = self.retriever.search(q.searched or q.query, q.k, q.mode, self.diverse,
                                        asked=q.query if q.searched else None)
+        if q.hits:
+            q.top_dense = q.hits[0].dense
+            if q.crosslingual and q.top_dense is not None and self.similarities is not None:
+                # the not-found threshold was set on questions in the passages' language; a
+                # multilingual encoder puts a question in another language further from its
+                # passage (XQuAD English over Chinese: 0.74-0.83 for the right one, under e5's
+                # 0.80), its translation as near as a same-language question
+                q.top_dense = max(q.top_dense, float(self.similarities(q.searched, [q.hits[0].text])[0]))
         q.timer.mark("retrieve_ms")
 
 
@@ -217,8 +239,8 @@ class Compose:
             q.composed = comp.Composed(short=q.span, said=[q.span])
             q.sentences = [Sentence(q.span)]
             return
-        made = comp.compose(q.span, cited.text, q.text, lambda table: self.scores(q.text, table), self.margin,
-                            lambda sentence: self.reader.respan(q, sentence))
+        made = comp.compose(q.span, cited.text, q.in_passages, lambda table: self.scores(q.in_passages, table),
+                            self.margin, lambda sentence: self.reader.respan(q, sentence))
         q.copied, q.respanned = made.copied, made.respanned
         cited.evidence = made.evidence or cited.evidence
         if made.supporting:
@@ -273,12 +295,12 @@ class Judge:
         made, hits = q.composed, q.hits
         if made is None or not hits:
             return
-        s = {"top_dense": hits[0].dense, "top_fused": hits[0].score,
+        s = {"top_dense": q.top_dense, "top_fused": hits[0].score,
              "margin": hits[0].score - hits[1].score if len(hits) > 1 else None,
              "support": made.support, "overruled": float(bool(q.respanned)), "short_empty": float(not made.short),
-             **conf.text_signals(q.text, made.short, made.supporting)}
+             **conf.text_signals(q.in_passages, made.short, made.supporting)}
         if q.copied and q.passages:
-            alternatives = [c for c in conf.candidates(q.text, made.supporting or [q.copied])
+            alternatives = [c for c in conf.candidates(q.in_passages, made.supporting or [q.copied])
                             if c.lower() != q.copied.lower()]
             passages = [(q.passages[0][0], q.respanned)] if q.respanned else q.passages
             messages = build_messages(q.text, passages, self.reader.abstains(q), self.reader.grounded)
@@ -286,11 +308,11 @@ class Judge:
             if scores and scores[0]:
                 s.update(conf.decoder_signals(q.copied, alternatives, scores), alternatives=alternatives,
                          scores=scores)
-                short, q.confidence = conf.choose(q.text, made.short, alternatives, scores, made.supporting, s,
-                                                  self.model_key)
+                short, q.confidence = conf.choose(q.in_passages, made.short, alternatives, scores, made.supporting,
+                                                  s, self.model_key)
                 if short != made.short:  # a likelier candidate of the same sentences
                     s["greedy_short"], made.short = made.short, short
-                    made.short_first = comp.leads(short, made.said, q.text)
+                    made.short_first = comp.leads(short, made.said, q.in_passages)
         if q.confidence is None:
             q.confidence = conf.probability(s, self.model_key)
         q.signals = s
@@ -306,15 +328,21 @@ class AnswerPipeline:
     - `translate`: query -> its translation for search, or None (retrieve.QueryTranslator);
     - `decoder`: a function that returns the decoder, called only for a question that gets
       past retrieval (models.decoders.load_decoder: loaded once per process);
+    - `cross_decoder`: the same for a question asked in another language than the passages
+      (the translator's model, already loaded to translate it), or None: `decoder` reads all;
     - `encoder`: `similarities(question, texts)` for the sentence check;
     - the encoder's and the decoder's profiles (models.catalog) and the settings."""
 
     def __init__(self, retriever, translate, decoder, encoder, encoder_profile: EncoderProfile,
-                 decoder_profile: DecoderProfile, settings: Settings):
+                 decoder_profile: DecoderProfile, settings: Settings, cross_decoder=None,
+                 language: str | None = None):
         s = self.settings = settings
         self.retriever, self.encoder, self._decoder = retriever, encoder, decoder
+        self._cross_decoder, self._cross_reader = cross_decoder, None
+        self.language = language  # the passages' language, where questions are translated into it
         self.english_only = not encoder_profile.multilingual
-        self.retrieve = Retrieve(retriever, translate, s.diverse, reads_translation=self.english_only)
+        self.retrieve = Retrieve(retriever, translate, s.diverse, reads_translation=self.english_only,
+                                 similarities=encoder.similarities)
         self.min_score = encoder_profile.min_score if s.min_score is None else s.min_score
         # each decoder's answers have their own confidence fit, on each encoder's scale
         self.model_key = conf.model_key(encoder_profile.confidence, decoder_profile.family)
@@ -329,6 +357,17 @@ class AnswerPipeline:
             self._reader = Read(self._decoder(), self.settings, self.abstain, self.answer_k)
         return self._reader
 
+    def reader_for(self, q: Question) -> Read:
+        """A question in another language than the passages is read by the larger model that
+        translated it: XQuAD English questions over Chinese paragraphs, short-answer F1 0.31
+        with Qwen2.5-0.5B (the index's decoder) and 0.43 with Qwen2.5-1.5B (20 questions,
+        docs/benchmarks.md#answers-across-languages)."""
+        if not (q.crosslingual and self._cross_decoder is not None):
+            return self.reader
+        if self._cross_reader is None:
+            self._cross_reader = Read(self._cross_decoder(), self.settings, self.abstain, self.answer_k)
+        return self._cross_reader
+
     def stream(self, q: Question) -> Iterator[Draft | Answer]:
         if self.retriever is None or self.retriever.is_empty():
             q.empty_index = True
@@ -338,11 +377,11 @@ class AnswerPipeline:
         if q.cancelled:  # nobody is waiting for the answer: the decoder is not started
             return
         if self.refusal(q) is None:
-            reader = self.reader
+            reader = self.reader_for(q)
             yield from reader.run(q)
             if self.refusal(q) is None:
                 Cite(reader.copy).run(q)
-                q.unrelated = unrelated([q.text, q.query], [s.text for s in q.sources if s.cited])
+                q.unrelated = unrelated([q.text, q.query, q.searched], [s.text for s in q.sources if s.cited])
                 if reader.copy and self.refusal(q) is None:
                     Compose(self.encoder, reader, self.retriever.next_chunk, self.settings).run(q)
                     if self.refusal(q) is None:
@@ -356,7 +395,7 @@ class AnswerPipeline:
             return EMPTY_INDEX
         if not q.hits:
             return NOT_FOUND
-        top = q.hits[0].dense
+        top = q.top_dense
         if top is not None and top < self.min_score:
             return NOT_FOUND  # the best passage is too far from the question
         if q.failure:
@@ -390,4 +429,12 @@ class AnswerPipeline:
         return Answer(q.asked, short=made.short if made else "", short_first=bool(made and made.short_first),
                       sentences=q.sentences, sources=sources, timings=timings,
                       supporting=made.supporting if made else [s.evidence for s in sources if s.cited],
-                      support=support, confidence=q.confidence, searched=q.searched)
+                      support=support, confidence=q.confidence, searched=q.searched, note=self.across(q))
+
+    def across(self, q: Question) -> str:
+        """The note of an answer to a question asked in another language than the passages:
+        which language the answer is in (it is copied from them, not translated back)."""
+        if not q.searched or not self.language:
+            return ""
+        return (f"Asked in another language than the documents: the answer is in {self.language}, "
+                f"in the words of the passages it cites.")

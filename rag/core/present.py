@@ -121,6 +121,8 @@ def html(answer, anchors: str = "src") -> str:
     body = statement(answer.sentences, html_text, lambda n: f'<a href="#{prefix}-{n}">[{n}]</a>')
     if answer.short_first:
         body = f"<strong>{html_text(answer.short)}</strong>: {body}"
+    if answer.note:  # a found answer's note: the language it is in, asked in another
+        body += f"<br><em>{html_text(answer.note)}</em>"
     return f"<div>{body}</div>"
 
 
@@ -157,6 +159,8 @@ def terminal(answer, bold: bool) -> str:
     if not answer.found:
         return safe(not_found(answer))
     body = safe(statement(answer.sentences))
+    if answer.note:  # a found answer's note: the language it is in, asked in another
+        body += "\n(" + safe(answer.note) + ")"
     if not answer.short_first:
         return body
     short = safe(answer.short)

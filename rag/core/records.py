@@ -94,7 +94,9 @@ class Answer:
     supporting: list[str] = field(default_factory=list)  # the sources' sentences it rests on, verbatim
     support: float | None = None  # the sentence check's score of the supporting sentence
     confidence: float | None = None  # probability that the short answer is right (rag/answer/confidence.py)
-    note: str = ""  # what an answer that was not found says instead (why, and what to do)
+    # what an answer that was not found says instead (why, what to do); a found one's note says
+    # which language it is in, where it was asked in another
+    note: str = ""
     searched: str = ""  # the translation of the question that was searched, when rag made one
 
     @property
