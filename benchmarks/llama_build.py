@@ -1,12 +1,13 @@
-"""Portable llama.cpp (what `make setup` installs: AVX2, no AMX kernels) against a build with
-native CPU flags (-march=native), on this machine: prefill and decode tokens per second for
-the bundled decoders, each build in its own process.
+"""Every llama.cpp variant built on this machine (rag/models/kernels.py: the portable AVX2 build
+`make setup` installs, the AVX-512 one, AMX where built) on the bundled decoders: prefill and
+decode tokens per second, each variant in its own process, the processes interleaved (portable,
+avx512, portable, avx512, ...) so that a change of load on the machine falls on all of them, and
+the best of the repeats kept. Also the first greedy tokens of each, to show where text differs.
 
-    python benchmarks/llama_build.py                 # builds the native peer once (~10 min on 2 cores)
-    python benchmarks/llama_build.py --native DIR    # a peer already installed with pip --target DIR
+    nice -n 15 .venv/bin/python benchmarks/llama_build.py                 # every built variant, best of 3
+    .venv/bin/python benchmarks/llama_build.py --variants portable,avx512 --models gemma3-270m --repeats 5
 
-The native build is the one that crashes on Intel Xeons with AMX; on an AMD EPYC it runs, and
-this table shows what portability costs there."""
+Variants not built are listed as such (build them: `python -m rag.models.kernels setup`)."""
 
 from __future__ import annotations
 
@@ -17,79 +18,115 @@ import subprocess
 import sys
 from pathlib import Path
 
-VERSION = "0.3.36"
-CACHE = Path(__file__).resolve().parent / ".cache" / f"llama-native-{VERSION}"
-NATIVE_ARGS = ("-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF "
-               "-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MODELS = ("gemma3-270m", "qwen2.5-0.5b", "qwen2.5-1.5b")
 
 MEASURE = r"""
 import json, sys, time
 import llama_cpp
 from rag.models.catalog import generator_path
 from rag.core.paths import cpu_count
+models, n_decode = sys.argv[1].split(","), int(sys.argv[2])
 info = llama_cpp.llama_print_system_info().decode()
-out = {"library": llama_cpp.__file__, "amx": "AMX_INT8 = 1" in info,
-       "avx512": "AVX512 = 1" in info}
+out = {"library": llama_cpp.llama_cpp._base_path.as_posix(), "amx": "AMX_INT8 = 1" in info,
+       "avx512": "AVX512 = 1" in info, "threads": cpu_count()}
 prompt = ("The Quillfeather Lighthouse was first lit in 1897 by keeper Tobias Renwick. " * 24)
-for name in ("gemma3-270m", "smollm2"):
+for name in models:
+    start = time.perf_counter()
     model = llama_cpp.Llama(model_path=generator_path(name), n_ctx=2048, n_threads=cpu_count(),
                             verbose=False, seed=0)
+    load = time.perf_counter() - start
     tokens = model.tokenize(prompt.encode())
-    rows = []
-    for _ in range(3):
-        model.reset()
-        start = time.perf_counter()
-        model.eval(tokens)
-        prefill = time.perf_counter() - start
-        start = time.perf_counter()
-        n = 0
-        for t in model.generate(tokens[-1:], top_k=1, reset=False):
-            n += 1
-            if n == 64:
-                break
-        decode = time.perf_counter() - start
-        rows.append((len(tokens) / prefill, n / decode))
-    best = max(rows, key=lambda r: r[0] + r[1])
-    out[name] = {"prompt_tokens": len(tokens), "prefill_tok_s": round(best[0], 1),
-                 "decode_tok_s": round(best[1], 1)}
+    model.eval(tokens[:16])  # weights paged in, threads started
+    model.reset()
+    start = time.perf_counter()
+    model.eval(tokens)
+    prefill = time.perf_counter() - start
+    start = time.perf_counter()
+    text = []
+    for t in model.generate(tokens[-1:], top_k=1, reset=False):
+        text.append(t)
+        if len(text) == n_decode:
+            break
+    decode = time.perf_counter() - start
+    out[name] = {"prompt_tokens": len(tokens), "load_s": round(load, 2), "prefill_tok_s": len(tokens) / prefill,
+                 "decode_tok_s": len(text) / decode,
+                 "text": model.detokenize(text[:16]).decode(errors="replace")}
+    del model
 print(json.dumps(out))
 """
 
 
-def build_native(target: Path) -> None:
-    print(f"building llama-cpp-python {VERSION} with native flags into {target} (once) ...", file=sys.stderr)
-    env = {**os.environ, "CMAKE_ARGS": NATIVE_ARGS, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count())}
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-cache-dir",
-                    "--no-binary", "llama-cpp-python", "--target", str(target),
-                    f"llama-cpp-python=={VERSION}"], env=env, check=True)
-
-
-def measure(extra_path: Path | None) -> dict:
+def measure(lib: Path | None, models: list[str], n_decode: int) -> dict:
     env = dict(os.environ)
-    if extra_path is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(extra_path), str(Path(__file__).resolve().parents[1])])
-    out = subprocess.run([sys.executable, "-c", MEASURE], env=env, capture_output=True, text=True, check=True)
+    env.pop("LLAMA_CPP_LIB_PATH", None)
+    if lib is not None:
+        env["LLAMA_CPP_LIB_PATH"] = str(lib)
+    env["PYTHONPATH"] = str(ROOT)
+    out = subprocess.run([sys.executable, "-c", MEASURE, ",".join(models), str(n_decode)], env=env,
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        return {"error": f"exit {out.returncode}: {out.stderr.strip()[-300:]}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--native", type=Path, help="a pip --target folder holding a native build")
-    args = parser.parse_args()
-    native = args.native or CACHE
-    if not (native / "llama_cpp").is_dir():
-        build_native(native)
-    from rag.models.selfcheck import cpu
+    from rag.models import kernels
+    from rag.models.device import cpu_info
 
-    results = {"portable (make setup)": measure(None), "native (-march=native)": measure(native)}
-    print(f"CPU: {cpu()['model']}, flags {' '.join(cpu()['flags'])}\n")
-    print("| build | AMX kernels | decoder | prompt tokens | prefill tok/s | decode tok/s |")
-    print("|---|---|---|---:|---:|---:|")
-    for build, r in results.items():
-        for name in ("gemma3-270m", "smollm2"):
-            m = r[name]
-            print(f"| {build} | {'yes' if r['amx'] else 'no'} | {name} | {m['prompt_tokens']} | "
-                  f"{m['prefill_tok_s']:.0f} | {m['decode_tok_s']:.0f} |")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", default="", help="comma list (default: every built one that fits this CPU)")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--decode-tokens", type=int, default=64)
+    parser.add_argument("--json", type=Path, help="also write every run here")
+    args = parser.parse_args()
+    flags = cpu_info()[1]
+    names = [n for n in args.variants.split(",") if n] or [v.name for v in kernels.VARIANTS]
+    variants = [kernels.variant(n) for n in names]
+    runnable = [v for v in variants if v.built() and v.fits(flags)]
+    for v in variants:
+        if v not in runnable:
+            print(f"{v.name}: {'not built' if v.fits(flags) else 'this CPU lacks its flags'}", file=sys.stderr)
+    models = args.models.split(",")
+    runs: dict[str, list[dict]] = {v.name: [] for v in runnable}
+    for i in range(args.repeats):
+        for v in runnable:
+            r = measure(v.lib_dir(), models, args.decode_tokens)
+            runs[v.name].append(r)
+            print(f"run {i + 1} {v.name}: " + ("; ".join(
+                f"{m} prefill {r[m]['prefill_tok_s']:.0f} decode {r[m]['decode_tok_s']:.1f}" for m in models)
+                if "error" not in r else r["error"]), file=sys.stderr, flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"cpu": cpu_info()[0], "cpu_key": kernels.cpu_key(), "runs": runs}, indent=2))
+    chosen, why = kernels.choose(run_probes=False)
+    print(f"CPU: {cpu_info()[0]}; flags {kernels.cpu_key()}")
+    print(f"chosen by rag here: {chosen.name} ({why})\n")
+    print(f"Best of {args.repeats} processes per variant, interleaved; {args.decode_tokens} "
+          "tokens decoded greedily after the prompt.\n")
+    print("| variant | decoder | prompt tokens | prefill tok/s | x portable | decode tok/s | x portable | load s | first greedy tokens |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    best: dict[tuple[str, str], dict] = {}
+    for name, rs in runs.items():
+        ok = [r for r in rs if "error" not in r]
+        for m in models:
+            if ok:
+                best[name, m] = {"prefill": max(r[m]["prefill_tok_s"] for r in ok),
+                                 "decode": max(r[m]["decode_tok_s"] for r in ok),
+                                 "load": min(r[m]["load_s"] for r in ok), "tokens": ok[0][m]["prompt_tokens"],
+                                 "text": ok[0][m]["text"]}
+    for m in models:
+        base = best.get((kernels.PORTABLE, m))
+        for name in runs:
+            b = best.get((name, m))
+            if b is None:
+                print(f"| {name} | {m} | failed: {runs[name][0].get('error', '')[:80]} |||||||")
+                continue
+            xp = f"{b['prefill'] / base['prefill']:.2f}" if base else "-"
+            xd = f"{b['decode'] / base['decode']:.2f}" if base else "-"
+            print(f"| {name} | {m} | {b['tokens']} | {b['prefill']:.0f} | {xp} | {b['decode']:.1f} | {xd} | "
+                  f"{b['load']:.2f} | {json.dumps(b['text'])} |")
 
 
 if __name__ == "__main__":
