@@ -149,45 +149,6 @@ def hybrid_rank(pool: Pool, k: int, weight: float) -> list[tuple[int, float]]:
     return sorted(fused.items(), key=lambda item: -item[1])[:k]
 
 
-def adaptive_rank(pool: Pool, k: int, weight: float, floor: float = 0.5, depth: int = 20,
-                  rrf: float = 0.0) -> list[tuple[int, float]]:
-    """`hybrid_rank`, each BM25 list trusted per question as far as dense search agrees with
-    it: times floor + (1 - floor) * the share of its AGREE_TOP best among the dense top
-    `depth`; `rrf`: the share of reciprocal rank fusion in the final score."""
-    n = pool.n
-    dense = dict(pool.dense)
-    near = dict(pool.dense[:depth])
-    lists = []
-    for j, (ranked, coverage) in enumerate(pool.keyword):
-        scores = dict(ranked)
-        trust = keyword_trust(coverage) if ranked else 0.0
-        if pool.checked and j == 0:
-            trust *= agreement(scores, dense)
-        else:
-            trust *= floor + (1 - floor) * agreement(scores, near)
-        lists.append((scores, trust))
-    keyword = merge_keyword(lists)
-    missing = [i for i in list(keyword)[:n] if i not in dense]
-    dense.update({i: pool.cosines[i] for i in missing if i in pool.cosines})
-    ids = set(dense) | set(missing)
-    fused = fuse(dense, keyword, ids, weight, top=1.0)
-    if rrf:
-        dense_order = sorted(dense, key=lambda i: -dense[i])
-        kw_order = [i for i in keyword if keyword[i] > 0][:n]
-        rr = {i: 0.0 for i in ids}
-        for order in (dense_order, kw_order):
-            for r, i in enumerate(order):
-                if i in rr:
-                    rr[i] += 1 / (RRF_C + r + 1)
-        top = max(rr.values(), default=0.0) or 1.0
-        hi = max(fused.values(), default=0.0) or 1.0
-        fused = {i: (1 - rrf) * fused[i] / hi + rrf * rr[i] / top for i in ids}
-    return sorted(fused.items(), key=lambda item: -item[1])[:k]
-
-
-RRF_C = 60
-
-
 # Keyword search counts in proportion to how much of the question the index's words cover
 # (Snapshot.coverage): fully from COVERED on, not at all up to UNCOVERED. A question in another
 # language than the documents shares only numbers and names with them, and BM25 over those
