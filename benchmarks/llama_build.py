@@ -40,26 +40,29 @@ for name in models:
     tokens = model.tokenize(prompt.encode())
     model.eval(tokens[:16])  # weights paged in, threads started
     model.reset()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.eval(tokens)
-    prefill = time.perf_counter() - start
-    start = time.perf_counter()
+    prefill, prefill_cpu = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
     text = []
     for t in model.generate(tokens[-1:], top_k=1, reset=False):
         text.append(t)
         if len(text) == n_decode:
             break
-    decode = time.perf_counter() - start
+    decode, decode_cpu = time.perf_counter() - start, time.process_time() - cpu
     out[name] = {"prompt_tokens": len(tokens), "load_s": round(load, 2), "prefill_tok_s": len(tokens) / prefill,
-                 "decode_tok_s": len(text) / decode,
+                 "decode_tok_s": len(text) / decode, "prefill_tok_cpu_s": len(tokens) / prefill_cpu,
+                 "decode_tok_cpu_s": len(text) / decode_cpu,
                  "text": model.detokenize(text[:16]).decode(errors="replace")}
     del model
 print(json.dumps(out))
 """
 
 
-def measure(lib: Path | None, models: list[str], n_decode: int) -> dict:
+def measure(lib: Path | None, models: list[str], n_decode: int, threads: int = 0) -> dict:
     env = dict(os.environ)
+    if threads:
+        env["RAG_THREADS"] = str(threads)
     env.pop("LLAMA_CPP_LIB_PATH", None)
     if lib is not None:
         env["LLAMA_CPP_LIB_PATH"] = str(lib)
@@ -80,6 +83,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--decode-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="llama.cpp threads (default: every core this process may use; 1 is steadier on a loaded machine)")
     parser.add_argument("--json", type=Path, help="also write every run here")
     args = parser.parse_args()
     flags = cpu_info()[1]
@@ -93,7 +98,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {v.name: [] for v in runnable}
     for i in range(args.repeats):
         for v in runnable:
-            r = measure(v.lib_dir(), models, args.decode_tokens)
+            r = measure(v.lib_dir(), models, args.decode_tokens, args.threads)
             runs[v.name].append(r)
             print(f"run {i + 1} {v.name}: " + ("; ".join(
                 f"{m} prefill {r[m]['prefill_tok_s']:.0f} decode {r[m]['decode_tok_s']:.1f}" for m in models)
@@ -103,10 +108,14 @@ def main() -> None:
     chosen, why = kernels.choose(run_probes=False)
     print(f"CPU: {cpu_info()[0]}; flags {kernels.cpu_key()}")
     print(f"chosen by rag here: {chosen.name} ({why})\n")
-    print(f"Best of {args.repeats} processes per variant, interleaved; {args.decode_tokens} "
+    threads = next((r["threads"] for rs in runs.values() for r in rs if "threads" in r), "?")
+    print(f"Best of {args.repeats} processes per variant, interleaved; {threads} threads; {args.decode_tokens} "
           "tokens decoded greedily after the prompt.\n")
-    print("| variant | decoder | prompt tokens | prefill tok/s | x portable | decode tok/s | x portable | load s | first greedy tokens |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print("On a loaded machine the wall-clock rates fall with the share of the cores this process gets;"
+          " tokens per CPU-second (process time, every thread's) are steadier, exact with --threads 1.\n")
+    print("| variant | decoder | prompt tokens | prefill tok/s | x portable | decode tok/s | x portable | "
+          "prefill tok/CPU-s | x portable | decode tok/CPU-s | x portable | load s | first greedy tokens |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     best: dict[tuple[str, str], dict] = {}
     for name, rs in runs.items():
         ok = [r for r in rs if "error" not in r]
@@ -114,6 +123,8 @@ def main() -> None:
             if ok:
                 best[name, m] = {"prefill": max(r[m]["prefill_tok_s"] for r in ok),
                                  "decode": max(r[m]["decode_tok_s"] for r in ok),
+                                 "prefill_cpu": max(r[m]["prefill_tok_cpu_s"] for r in ok),
+                                 "decode_cpu": max(r[m]["decode_tok_cpu_s"] for r in ok),
                                  "load": min(r[m]["load_s"] for r in ok), "tokens": ok[0][m]["prompt_tokens"],
                                  "text": ok[0][m]["text"]}
     for m in models:
@@ -123,10 +134,10 @@ def main() -> None:
             if b is None:
                 print(f"| {name} | {m} | failed: {runs[name][0].get('error', '')[:80]} |||||||")
                 continue
-            xp = f"{b['prefill'] / base['prefill']:.2f}" if base else "-"
-            xd = f"{b['decode'] / base['decode']:.2f}" if base else "-"
-            print(f"| {name} | {m} | {b['tokens']} | {b['prefill']:.0f} | {xp} | {b['decode']:.1f} | {xd} | "
-                  f"{b['load']:.2f} | {json.dumps(b['text'])} |")
+            x = {k: f"{b[k] / base[k]:.2f}" if base else "-" for k in ("prefill", "decode", "prefill_cpu", "decode_cpu")}
+            print(f"| {name} | {m} | {b['tokens']} | {b['prefill']:.0f} | {x['prefill']} | {b['decode']:.1f} | "
+                  f"{x['decode']} | {b['prefill_cpu']:.0f} | {x['prefill_cpu']} | {b['decode_cpu']:.1f} | "
+                  f"{x['decode_cpu']} | {b['load']:.2f} | {json.dumps(b['text'])} |")
 
 
 if __name__ == "__main__":
