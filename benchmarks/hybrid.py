@@ -248,12 +248,31 @@ def replay(names: list[str], rules: list[str]) -> dict:
     return results
 
 
+def table(results: dict, rule: str = "today") -> None:
+    """docs/benchmarks.md's table: recall@1/5/10 per set, and hybrid's worst margin over the
+    better single method, in questions."""
+    print("| set | questions | dense | keyword | hybrid | hybrid - max(dense, keyword), questions at k=1/5/10 |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        n = r["n"]
+
+        def f(c, n=n):
+            return " / ".join(f"{x / n:.3f}" for x in c)
+
+        hy = r["hybrid"][rule]
+        margins = [h - max(d, k) for h, d, k in zip(hy, r["dense"], r["keyword"])]
+        mark = "" if min(margins) >= -1 else " **fails**"
+        print(f"| {name}{' (held out)' if name in HELD_OUT else ''} | {n} | {f(r['dense'])} | {f(r['keyword'])} | "
+              f"{f(hy)} | {' / '.join(f'{m:+d}' for m in margins)}{mark} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=("dump", "replay"))
     ap.add_argument("sets", nargs="*", help=f"default: every saved set ({', '.join(SETS)})")
     ap.add_argument("--rules", default=",".join(RULES))
     ap.add_argument("--indexes", default="indexes")
+    ap.add_argument("--table", action="store_true", help="replay: also the docs table for the first rule")
     ap.add_argument("--limit", type=int, help="dump: fewer questions than the set's sample (saved as <set>-<limit>)")
     args = ap.parse_args()
     if args.command == "dump":
@@ -261,7 +280,10 @@ def main() -> None:
             print(dump(name, args.indexes, args.limit), flush=True)
         return
     names = args.sets or [n for n in SETS if (POOLS / f"{n}.json").exists()]
-    replay(names, args.rules.split(","))
+    results = replay(names, args.rules.split(","))
+    if args.table:
+        print()
+        table(results, args.rules.split(",")[0])
 
 
 if __name__ == "__main__":
