@@ -6,6 +6,9 @@ the questions of its own FAQ, over the whole package. No fusion rule was chosen 
   questions, the gold passage the first paragraph of each answer.
 - git: every git man page (/usr/share/man/man1/git*.1.gz and man7/git*.7.gz, rendered by man(1),
   about 170 pages); the questions of gitfaq(7), the gold passage the first paragraph of each answer.
+- git-pages: the same pages without gitfaq(7), its questions whose answer refers to other pages
+  (git-config(1), or a command named: "git revert"); gold: any passage of a page referred to (no
+  FAQ to match the words).
 
 Each is written as a SQuAD-format file, one context per page, so that `rag eval` and
 benchmarks/hybrid.py read it as they read the shared sets (pages are long: a hit is a chunk
@@ -120,6 +123,40 @@ def git() -> dict:
     return squad("git-faq", pages, "gitfaq.7.txt", qas)
 
 
+def git_pages() -> dict:
+    """The git man pages without gitfaq(7), asked gitfaq's questions; gold: every page the
+    FAQ's answer refers to (git-config(1) ...), any passage of it ("pages" of each question:
+    the context file names rag eval gives them; benchmarks/hybrid.py reads them)."""
+    files = sorted(MAN.glob("man1/git*.1.gz")) + sorted(MAN.glob("man7/git*.7.gz"))
+    pages = {p.name.removesuffix(".gz") + ".txt": man_text(p) for p in files}
+    faq = pages.pop("gitfaq.7.txt")
+    pages = {name: text for name, text in pages.items() if text.strip()}
+    ctx = {name: f"ctx{i:05d}.txt" for i, name in enumerate(pages)}  # as evaluate.load names them
+    lines = faq.split("\n")
+    starts = [n for n, line in enumerate(lines)
+              if line.startswith("       ") and not line.startswith("        ") and line.rstrip().endswith("?")
+              and n + 1 < len(lines) and lines[n + 1].startswith(" " * 11)]
+    qas = []
+    for a, b in zip(starts, starts[1:] + [len(lines)]):
+        head = [lines[a].strip()]
+        for prev in reversed(lines[:a]):
+            if not prev.startswith("       ") or prev.startswith("        ") or prev.rstrip().endswith("?"):
+                break
+            head.insert(0, prev.strip())
+        body = "\n".join(lines[a + 1:b])
+        refs = {f"{m[0]}.{m[1]}.txt" for m in re.findall(r"\b(git[\w-]*)\((\d)\)", body)}
+        refs |= {f"git-{m}.1.txt" for m in re.findall(r"\bgit ([a-z][a-z-]+)\b", body)}  # "git revert"
+        refs &= set(ctx)
+        if refs:
+            qas.append({"question": " ".join(head), "id": f"gitfaq-{a}", "pages": sorted(ctx[r] for r in refs),
+                        "answers": [{"text": pages[min(refs)][:40], "answer_start": 0}], "first": min(refs)})
+    data = []
+    for name, text in pages.items():
+        mine = [{k: v for k, v in q.items() if k != "first"} for q in qas if q["first"] == name]
+        data.append({"title": name, "paragraphs": [{"context": text, "qas": mine}]})
+    return {"version": "git-pages", "data": data}
+
+
 def squad(title: str, pages: dict[str, str], faq: str, qas: list[dict]) -> dict:
     data = [{"title": name, "paragraphs": [{"context": text, "qas": qas if name == faq else []}]}
             for name, text in pages.items() if text.strip()]
@@ -128,7 +165,7 @@ def squad(title: str, pages: dict[str, str], faq: str, qas: list[dict]) -> dict:
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, build in (("valgrind-faq", valgrind), ("git-faq", git)):
+    for name, build in (("valgrind-faq", valgrind), ("git-faq", git), ("git-pages", git_pages)):
         data = build()
         path = OUT / f"{name}.json"
         path.write_text(json.dumps(data, ensure_ascii=False))

@@ -55,8 +55,9 @@ SETS = {
     # held-out corpora (benchmarks/heldout.py): no rule was chosen on them
     "valgrind": (HELDOUT / "valgrind-faq.json", None, None),
     "git": (HELDOUT / "git-faq.json", None, None),
+    "git-pages": (HELDOUT / "git-pages.json", None, None),
 }
-HELD_OUT = ("valgrind", "git")
+HELD_OUT = ("valgrind", "git", "git-pages")
 
 
 def dump(name: str, index_dir: str = "indexes", limit: int | None = None) -> Path:
@@ -73,6 +74,10 @@ def dump(name: str, index_dir: str = "indexes", limit: int | None = None) -> Pat
     rag = eval_index(docs_set, Path(index_dir) / f"eval-{docs_set.name}")
     retriever, profile = rag.retriever, encoder_profile(rag.settings.encoder)
     questions = [q for q in sample(asked_set.questions, limit, 0) if not q.impossible and q.source]
+    # a set whose questions name their gold pages (heldout.py's git-pages): any passage of one
+    raw = json.loads(Path(asked_path).read_text()) if name == "git-pages" else None
+    pages = {qa["question"]: set(qa["pages"]) for d in raw["data"] for p in d["paragraphs"]
+             for qa in p["qas"]} if raw else {}
     rows = []
     for q in tqdm(questions, desc=name, leave=False):
         translated = rag.translated_query(q.question) if docs_path else None
@@ -84,7 +89,10 @@ def dump(name: str, index_dir: str = "indexes", limit: int | None = None) -> Pat
             keyword_mode = [i for i, _ in snap.keyword(query, 10)]
             ids = set(pool.cosines) | set(keyword_mode) | {i for r, _ in pool.keyword for i, _ in r}
             chunks = snap.chunks(sorted(ids))
-        gold = sorted(i for i, row in chunks.items() if is_hit(row, q, docs_set.long_contexts))
+        if pages:
+            gold = sorted(i for i, row in chunks.items() if Path(row.source).name in pages[q.question])
+        else:
+            gold = sorted(i for i, row in chunks.items() if is_hit(row, q, docs_set.long_contexts))
         rows.append({"dense": pool.dense, "keyword": pool.keyword, "checked": pool.checked,
                      "cosines": {str(i): c for i, c in pool.cosines.items()},
                      "keyword_mode": keyword_mode, "gold": gold, "translated": translated})
