@@ -10,7 +10,7 @@ seconds; rule "today" (rag.answer.retrieve.hybrid_rank with the encoder's fixed 
 default) reproduces `rag eval`'s hybrid figures. A rule fails a shared set where hybrid falls
 more than one question under max(dense, keyword), or under "today", at some k (issue 37's bar).
 Rule names: fFdD (agreement, floor F, depth D), ...sS (+ dense_floor S), ...rR (+ rrf R),
-pPfFdD (flat lists only), zFdD (no agreement only), gGwW (dense_gap G, dense_weight W),
+pPfFdD (flat lists only), zFdD (no agreement only), gGwW (dense_gap G, dense_weight W), aT (bm25_top T),
 wW (a fixed weight W for every encoder); see `experimental`.
 
     .venv/bin/python benchmarks/hybrid.py dump squad1.1 covidqa cmrc xquad.en ...   # SETS below
@@ -139,7 +139,8 @@ def fixed(w: float):
 
 def experimental(pool: Pool, weight: float, floor: float, depth: int, rrf: float = 0.0,
                  dense_floor: float | None = None, zero: bool = False, peak: float | None = None,
-                 dense_gap: float | None = None, dense_weight: float = 0.7) -> list[int]:
+                 dense_gap: float | None = None, dense_weight: float = 0.7,
+                 bm25_top: float | None = None) -> list[int]:
     """Per-question fusion rules (issue 37), measured and none kept (docs/benchmarks.md). Each
     BM25 list's trust (coverage, a translation's check) is further scaled by:
     - default: floor + (1 - floor) * the share of its AGREE_TOP best among the dense top `depth`
@@ -149,15 +150,20 @@ def experimental(pool: Pool, weight: float, floor: float, depth: int, rrf: float
       among the keyword top `depth`;
     - `dense_gap`: the dense weight raised to `dense_weight` where dense's best stands out
       (its lead over the second > `dense_gap` of the list's spread);
-    - `rrf`: the share of reciprocal rank fusion (constant 60) in the final score."""
+    - `rrf`: the share of reciprocal rank fusion (constant 60) in the final score;
+    - `bm25_top` (instead of agreement): trust x min(1, best BM25 / bm25_top)."""
     dense = dict(pool.dense)
     near = dict(pool.dense[:depth])
     lists = []
     for j, (ranked, coverage) in enumerate(pool.keyword):
         scores = dict(ranked)
         trust = retrieve.keyword_trust(coverage) if ranked else 0.0
+        if bm25_top is not None and ranked:  # a weak best match (common words only) counts less
+            trust *= min(1.0, ranked[0][1] / bm25_top)
         if pool.checked and j == 0:
             trust *= retrieve.agreement(scores, dense)
+        elif bm25_top is not None:
+            pass
         elif peak is not None:  # only a flat BM25 list (its 10th within `peak` of its best) that disagrees
             values = [v for _, v in ranked[:10]]
             flat = bool(values) and (values[0] - values[-1]) / (values[0] or 1.0) < peak
@@ -209,6 +215,7 @@ RULES = {"today": rule_today, "rrf": rule_rrf,
             for p in (0.2, 0.3, 0.4, 0.5) for f in (0.0, 0.25, 0.5) for d in (5, 10, 20)},
          **{f"g{g}w{w}": variant(floor=1.0, depth=10, dense_gap=g, dense_weight=w)
             for g in (0.1, 0.2, 0.3, 0.5) for w in (0.5, 0.6, 0.8)},
+         **{f"a{t}": variant(floor=1.0, depth=10, bm25_top=t) for t in (5, 10, 15, 20)},
          **{f"z{f}d{d}": variant(floor=f, depth=d, zero=True)
             for f in (0.0, 0.25, 0.5) for d in (5, 10, 20, 50)}}
 
