@@ -4,6 +4,7 @@ CPU or another with the same flags, and the portable build answers instead. The 
 compiled variant: these tests pass on a machine where only the portable build exists."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -134,3 +135,27 @@ def test_selfcheck_reports_the_variant_and_why():
     report = json.loads(out.stdout)
     assert report["llama_variant"] in {v.name for v in kernels.VARIANTS} and report["llama_variant_why"]
     assert not report["crash_prone"]
+
+
+def test_the_chosen_variant_is_the_library_llama_cpp_loads(tmp_path):
+    """The switch itself, in a fresh process: a variant folder (here holding the portable
+    libraries, copied) that ran its probe is what llama-cpp-python loads, through
+    LLAMA_CPP_LIB_PATH set before its import; a CPU without AVX-512 keeps the package's own."""
+    import shutil
+
+    from rag.core.paths import package_dir
+
+    v = kernels.variant("avx512")
+    lib = tmp_path / "llama" / v.dirname / "lib"
+    shutil.copytree(package_dir("llama_cpp") / "lib", lib)
+    (tmp_path / "llama" / "probe.json").write_text(json.dumps({kernels.cpu_key(): {v.dirname: {"ok": True, "rc": 0}}}))
+    code = ("from rag.models import kernels; a = kernels.activate(); import llama_cpp, json; "
+            "print(json.dumps([a['variant'], str(llama_cpp.llama_cpp._base_path)]))")
+    env = {k: val for k, val in os.environ.items() if k not in ("LLAMA_CPP_LIB_PATH", "RAG_LLAMA_VARIANT")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "RAG_MODEL_CACHE": str(tmp_path)},
+                         capture_output=True, text=True, check=True)
+    name, loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    if v.fits(kernels.cpu_info()[1]):
+        assert (name, loaded) == ("avx512", str(lib))
+    else:
+        assert name == PORTABLE and loaded != str(lib)
