@@ -381,7 +381,9 @@ class AnswerPipeline:
             yield from reader.run(q)
             if self.refusal(q) is None:
                 Cite(reader.copy).run(q)
-                q.unrelated = unrelated([q.text, q.query, q.searched], [s.text for s in q.sources if s.cited])
+                # (not the translation: a name transliterated otherwise than in the passage, 凯恩街
+                # for 科尔尼大道, shares no word with it: its right passage refused, XQuAD English over Chinese)
+                q.unrelated = unrelated([q.text, q.query], [s.text for s in q.sources if s.cited])
                 if reader.copy and self.refusal(q) is None:
                     Compose(self.encoder, reader, self.retriever.next_chunk, self.settings).run(q)
                     if self.refusal(q) is None:
