@@ -125,6 +125,13 @@ class RayServer:
     def replicas(self, role: str = "answerer") -> list[dict]:
         return [r for r in httpx.get(self.url + "/readyz", timeout=10).json().get("replicas", []) if r["role"] == role]
 
+    def wait_replicas(self, n: int, role: str = "answerer", seconds: float = 120) -> list[dict]:
+        """/readyz says ready from the first answerer on: the list, once all n have started."""
+        deadline = time.monotonic() + seconds
+        while len(found := self.replicas(role)) < n and time.monotonic() < deadline:
+            time.sleep(1)
+        return found
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -183,9 +190,9 @@ def test_two_replicas_answer_as_one_process_survive_a_kill_and_see_uploads(index
         expected = alone.chat.completions.create(model="docs-index", messages=[{"role": "user", "content": QUESTION}])
     server = RayServer(root, index, "local", "--replicas", "2")
     try:
-        replicas = server.replicas()
+        replicas = server.wait_replicas(2)
         assert len(replicas) == 2 and all(isinstance(r["pid"], int) for r in replicas), replicas
-        assert len({r["pid"] for r in replicas}) == 2 and len(server.replicas("writer")) == 1
+        assert len({r["pid"] for r in replicas}) == 2 and len(server.wait_replicas(1, "writer")) == 1
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="-")
         for _ in range(2):  # whichever replica answers
             got = client.chat.completions.create(model="docs-index", messages=[{"role": "user", "content": QUESTION}])
@@ -247,7 +254,7 @@ def test_replicas_spread_over_the_nodes_of_a_cluster(tmp_path):
         cluster.wait_for_nodes()
         server = RayServer(tmp_path, index, cluster.address, "--replicas", "2", env=fakes, seconds=180)
         try:
-            replicas = server.replicas()
+            replicas = server.wait_replicas(2)
             assert len(replicas) == 2 and len({r["node"] for r in replicas}) == 2, replicas
             r = _chat(server.url, "fake-index", "Who invented the Fresnel lens?")
             assert r.status_code == 200 and r.json()["sources"], r.text
