@@ -129,8 +129,9 @@ def timed(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def start_server(index: Path, extra: list[str]) -> tuple[subprocess.Popen, str, float]:
-    """`rag serve` over `index` on a free port (with `extra` flags), once /readyz says ready."""
+def start_server(index: Path, extra: list[str], replicas: int = 0) -> tuple[subprocess.Popen, str, float]:
+    """`rag serve` over `index` on a free port (with `extra` flags), once /readyz says ready
+    (and, under --ray, lists `replicas` answerers: it is ready from the first one on)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     start = time.perf_counter()
@@ -138,9 +139,11 @@ def start_server(index: Path, extra: list[str]) -> tuple[subprocess.Popen, str, 
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while True:
         try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+            r = httpx.get(url + "/readyz", timeout=2)
+            running = [x for x in r.json().get("replicas", []) if x.get("role") == "answerer"]
+            if r.status_code == 200 and len(running) >= replicas:
                 return server, url, time.perf_counter() - start
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):  # (Ray's proxy answers in text before the app is up)
             pass
         if server.poll() is not None:
             sys.exit("rag serve exited before it was ready")
@@ -175,11 +178,11 @@ def print_rows(rows: list[dict], server: str = "") -> None:
 def on_ray(index: Path, args) -> None:
     """The one-process server and `rag serve --ray local --replicas N` for each N, measured
     one after the other on this machine, and a projection to more nodes (labelled as such)."""
-    setups = [("one process", [])] + [(f"ray, {n} replica{'s' * (n > 1)}", ["--ray", "local", "--replicas", str(n)])
-                                      for n in (int(x) for x in args.replicas.split(","))]
+    setups = [("one process", [], 0)] + [(f"ray, {n} replica{'s' * (n > 1)}", ["--ray", "local", "--replicas", str(n)], n)
+                                         for n in (int(x) for x in args.replicas.split(","))]
     rows, ready = [], {}
-    for label, extra in setups:
-        server, url, ready[label] = start_server(index, extra)
+    for label, extra, n in setups:
+        server, url, ready[label] = start_server(index, extra, n)
         try:
             for r in measure(url, index.name, args):
                 rows.append({**r, "server": label})
