@@ -95,6 +95,7 @@ class RAG:
             if not is_index_dir(self.root):
                 raise BadIndex(f"no index at {self.root}: add documents with `rag ingest PATH --index {self.root}`")
             self._store = open_index(self.root)  # a sharded index is read like one (rag/index/shards.py)
+            self._generation = self._store.generation()  # (_fresh: what later commits change)
         return self._store
 
     @property
