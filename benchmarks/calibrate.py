@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -57,6 +58,7 @@ DATA = ROOT.parent / "shared" / "datasets"
 def dump(args) -> None:
     from rag.answer.pipeline import Question
     from rag.core.present import plain
+    from rag.evaluate import Question as Item
     from rag.evaluate import eval_index, f1_score, load, sample
 
     dataset = load(args.dataset)
@@ -80,7 +82,16 @@ def dump(args) -> None:
         pipe.retrieve.retriever = WithoutGold()
     s = rag.settings
     begin, stop = (int(x) for x in args.part.split(":")) if args.part else (0, None)
-    questions = sample(dataset.questions, args.limit, args.seed)[begin:stop]
+    pool = dataset.questions
+    if args.asked:  # the same questions in another language, by position (XQuAD): asked, gold from `dataset`
+        asked = load(args.asked).questions
+        if len(asked) != len(pool):
+            raise SystemExit(f"--asked {args.asked}: {len(asked)} questions, the dataset {len(pool)}")
+        pool = [Item(a.question, g.answers, g.source, g.answer_starts, g.impossible) for a, g in zip(asked, pool)]
+    if args.not_in:  # held out: none of the questions `rag eval --limit N --seed 0` reports
+        measured = {id(q) for q in sample(pool, args.not_in, 0)}
+        pool = [q for q in pool if id(q) not in measured]
+    questions = sample(pool, args.limit, args.seed)[begin:stop]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -94,10 +105,12 @@ def dump(args) -> None:
             impossible = item.impossible or args.drop_gold
             short = (answer.short or plain(answer)) if answer.found else ""
             f1 = 0.0 if impossible or not answer.found else f1_score(short, item.answers)
-            row = {"dataset": dataset.name + ("-nogold" if args.drop_gold else ""), "i": i,
+            row = {"dataset": dataset.name + ("-nogold" if args.drop_gold else "")
+                   + (f"-asked-{Path(args.asked).stem}" if args.asked else ""), "i": i,
                    "question": item.question, "gold": item.answers, "impossible": impossible,
                    "found": answer.found, "note": answer.note, "short": answer.short, "copied": q.copied,
                    "f1": round(f1, 4), "right": bool(answer.found and f1 >= 0.5), "language": pipe.model_key,
+                   "searched": q.searched,
                    "generator": rag.generator_name, "confidence": answer.confidence,
                    "first_token_ms": answer.timings.first_token_ms, "total_ms": answer.timings.total_ms,
                    "judge_ms": (q.timer.marks["judged_ms"] - q.timer.marks.get("decoded_ms", 0))
@@ -312,13 +325,52 @@ def fit(args) -> None:
     for key, m in models.items():
         print(key, "weights:", dict(zip(m["features"] + ["intercept"], m["weights"])))
     if args.write:
-        path = ROOT / "rag" / "confidence.py"
+        path = ROOT / "rag" / "answer" / "confidence.py"
         text = path.read_text()
         block = "MODELS: dict[str, dict] = " + python_block({**conf.MODELS, **models}) + "\n"
         text = re.sub(r"MODELS: dict\[str, dict\] = (?:\{\}|\{\n.*?\n\})\n", lambda _: block, text, count=1, flags=re.S)
         path.write_text(text)
         print(f"wrote {len(models)} models {sorted(models)} (fitted on the calibration half) to {path}; "
               f"kept {sorted(set(conf.MODELS) - set(models))}")
+
+
+def cross(args) -> None:
+    """[a, b] per model key: right ~ sigmoid(a * logit(p) + b), p the same-language models'
+    probability of each cross-language answer of the dumps; reported two-fold (fitted on one
+    half, judged on the other), written fitted on all."""
+    rows = scored([json.loads(line) for p in args.dumps for line in Path(p).read_text().splitlines() if line.strip()])
+    fitted = {}
+    for language in sorted({r["language"] for r in rows}):
+        part = [r for r in rows if r["language"] == language and r.get("confidence") is not None]
+        points = [{"z": conf._logit(r.get("same_language_confidence", r["confidence"])), "right": r["right"]}
+                  for r in part]
+        halves_ = [points[0::2], points[1::2]]
+        before, after, right = [], [], []
+        for k in (0, 1):
+            ab = _line(conf.fit(halves_[1 - k], ("z",), l2=0.01))
+            for x in halves_[k]:
+                p = 1 / (1 + math.exp(-x["z"]))
+                before.append(p), after.append(conf.across(p, language, {language: ab})), right.append(x["right"])
+        fitted[language] = _line(conf.fit(points, ("z",), l2=0.01))
+        print(report(f"{language}: the same-language models (two-fold)", before, right))
+        print(report(f"{language}: recalibrated {fitted[language]} (two-fold)", after, right))
+        for t in (0.02, 0.04, 0.06, 0.08, 0.1):
+            print(f"  refused below {t}: same-language models {sum(p < t for p in before) / len(before):.3f}, "
+                  f"recalibrated {sum(p < t for p in after) / len(after):.3f} "
+                  f"(right answers refused: {sum(p < t and r for p, r in zip(after, right))})")
+    if args.write:
+        path = ROOT / "rag" / "answer" / "confidence.py"
+        text = re.sub(r"CROSS: dict\[str, list\[float\]\] = \{.*?\}\n",
+                      lambda _: f"CROSS: dict[str, list[float]] = {json.dumps({**conf.CROSS, **fitted})}\n",
+                      path.read_text(), count=1, flags=re.S)
+        path.write_text(text)
+        print(f"wrote {fitted} to {path}")
+
+
+def _line(model: dict) -> list[float]:
+    """A one-feature logistic fit as [a, b] on the raw logit (its standardisation folded in)."""
+    (w, b), (m,), (sd,) = model["weights"], model["mean"], model["scale"]
+    return [round(w / sd, 6), round(b - w * m / sd, 6)]
 
 
 def main() -> None:
@@ -331,6 +383,10 @@ def main() -> None:
     d.add_argument("--drop-gold", action="store_true")
     d.add_argument("--generator", help="the decoder (RAG setting generator; default: rag's)")
     d.add_argument("--part", help="START:STOP of the sample, appended to --out (a long dump in pieces)")
+    d.add_argument("--asked", help="ask these questions instead (the same ones in another language, by position, "
+                                   "e.g. xquad.de.json over xquad.en.json): a cross-language dump")
+    d.add_argument("--not-in", type=int, default=0, metavar="N",
+                   help="leave out the N questions `rag eval --limit N --seed 0` samples (held out from them)")
     d.add_argument("--out", required=True)
     f = sub.add_parser("fit")
     f.add_argument("dumps", nargs="+")
@@ -338,8 +394,11 @@ def main() -> None:
     f.add_argument("--l2", type=float, default=1.0)
     f.add_argument("--write", action="store_true")
     f.add_argument("--key", help="fit the dumps' one language as this model key (e.g. zh-qwen: Qwen's answers)")
+    c = sub.add_parser("cross", help="recalibrate each model key for cross-language questions (confidence.CROSS)")
+    c.add_argument("dumps", nargs="+")
+    c.add_argument("--write", action="store_true")
     args = ap.parse_args()
-    dump(args) if args.command == "dump" else fit(args)
+    {"dump": dump, "fit": fit, "cross": cross}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ models answer end to end in test_answer.py, test_confidence.py, test_translate.p
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -426,15 +427,15 @@ def test_stream_yields_drafts_then_one_answer(fake_rag):
 
 # --- a question in another language than the passages ------------------------------------------
 
-def _across(translation: str | None, cross=None, **settings):
-    """A multilingual index of one English passage whose best hit's cosine to the question as
-    asked (Chinese) is low, as a multilingual encoder puts it; `translation` is what the
-    question translator gives."""
+def _across(translation: str | None, cross=None, encoder=MULTILINGUAL, **settings):
+    """An index of one English passage (multilingual unless `encoder` says otherwise) whose
+    best hit's cosine to the question as asked (Chinese) is low, as a multilingual encoder puts
+    it; `translation` is what the question translator gives."""
     asked = "谁发明了菲涅耳透镜？"
     retriever = FakeRetriever([hit(1, FRESNEL, dense=0.1), hit(2, BEES, dense=0.05)])
     index_decoder = FakeDecoder(["INDEX DECODER"])
     p = AnswerPipeline(retriever, (lambda query: translation), lambda: index_decoder, FakeEncoder(),
-                       encoder_profile(MULTILINGUAL), decoder_profile(FAKE), Settings(min_confidence=0, **settings),
+                       encoder_profile(encoder), decoder_profile(FAKE), Settings(**{"min_confidence": 0, **settings}),
                        cross_decoder=(lambda: cross) if cross is not None else None, language="English")
     q = Question(asked, asked, asked, 4, "hybrid", 48)
     *_, answer = list(p.stream(q))
@@ -460,6 +461,35 @@ def test_a_translated_question_is_read_by_the_translator_s_model_and_says_its_la
     assert answer.note.startswith("Asked in another language") and "English" in answer.note
     q, answer = _across("Who invented the Fresnel lens?", cross=None, min_score=0.0)
     assert "INDEX" in answer.short or not answer.found  # without one, the index's decoder reads all
+
+
+def test_on_an_english_index_the_translator_s_model_reads_the_translation():
+    """An English-only index's stages read the translation; the translator's model reads it
+    there too (XQuAD German questions over the English paragraphs: short-answer F1 0.31 with
+    Gemma 3 270M, 0.57 with Qwen2.5-1.5B; docs/benchmarks.md)."""
+    english = "Who invented the Fresnel lens?"
+    reader = FakeDecoder()
+    q, answer = _across(english, cross=reader, encoder=ENGLISH, min_score=0.0)
+    assert q.crosslingual and q.text == english and answer.found and "INDEX DECODER" not in answer.short
+    assert reader.prompts and english in str(reader.prompts[0]) and "菲涅耳" not in str(reader.prompts[0])
+    assert answer.note.startswith("Asked in another language")
+    assert q.top_dense == 0.1  # the translation's own cosine, searched by the English encoder: not compared again
+
+
+def test_a_cross_language_answer_s_confidence_is_recalibrated(monkeypatch):
+    """The confidence models were fitted on same-language answers: a cross-language answer's
+    probability goes through its model key's recalibration (confidence.CROSS), and only its."""
+    assert conf.across(0.2, "none-such", {}) == 0.2 and conf.across(None, "en", {"en": [1.0, 2.0]}) is None
+    assert conf.across(0.5, "en", {"en": [1.0, 2.0]}) == pytest.approx(1 / (1 + math.exp(-2.0)))
+    monkeypatch.setattr(conf, "probability", lambda signals, language, models=None: 0.05)
+    monkeypatch.setattr(conf, "CROSS", {"en": [1.0, 3.0]})
+    q, answer = _across("Who invented the Fresnel lens?", cross=FakeDecoder(), encoder=ENGLISH, min_score=0.0,
+                        min_confidence=0.06)
+    assert answer.found and q.signals["same_language_confidence"] == 0.05 and q.confidence > 0.5
+    retriever = FakeRetriever([hit(1, FRESNEL, dense=0.9)])
+    p = make(retriever, encoder=ENGLISH, translate=lambda query: None, min_confidence=0.06)
+    q, _, answer = ask(p, "Who invented the Fresnel lens?")
+    assert q.confidence == 0.05 and not answer.found  # a same-language answer keeps its model's figure
 
 
 def test_a_same_language_question_has_no_note_and_its_own_cosine():

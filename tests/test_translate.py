@@ -23,6 +23,9 @@ def test_which_questions_are_translated():
     for question in ("How many moons does Neptune have?", "Wie viele Monde hat Neptun?", "2018", ""):
         assert not needs_translation(question), question
     assert needs_translation("GPT是由哪家公司开发的？")  # mostly Han letters, a Latin name inside
+    # an English-only index reads none of a question's Han letters, however many Latin ones it has
+    assert needs_translation("复杂性类 RP、BPP、PP、BQP、MA 和 PH 在哪里可以找到？")
+    assert not needs_translation("What does the name 长城 mean?")  # an English question naming a word
     # ... and translated where it lacks most of them (German over English documents)
     assert needs_translation("Wie viele Monde hat Neptun?", coverage=lambda: 0.25)
     assert not needs_translation("How many moons does Neptune have?", coverage=lambda: 0.75)

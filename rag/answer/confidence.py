@@ -267,6 +267,25 @@ MODELS: dict[str, dict] = {
 }
 
 
+# A question asked in another language than the passages is read in translation, by another
+# model (the translator's), and its words are compared with the passages through the translation:
+# the models above, fitted on same-language answers, misjudge it (XQuAD English questions over
+# the Chinese paragraphs: right answers at confidence 0.003-0.044, refused). Its probability is
+# recalibrated per model key, p -> sigmoid(a * logit(p) + b), [a, b] fitted by `benchmarks/
+# calibrate.py cross` on held-out cross-language answers (languages and questions other than
+# those `rag eval --lang` reports; its docstring has the commands).
+CROSS: dict[str, list[float]] = {}
+
+
+def across(p: float | None, language: str, cross: dict | None = None) -> float | None:
+    """The probability `p` of a same-language model, recalibrated for a question asked in
+    another language than the passages (unchanged where no recalibration was fitted)."""
+    ab = (CROSS if cross is None else cross).get(language)
+    if p is None or not ab:
+        return p
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, ab[0] * _logit(p) + ab[1]))))
+
+
 def model_key(base: str, family: str = "") -> str:
     """Which fitted model an index's answers get: its encoder's (`base`, "en" or "zh": cosines
     have each encoder's own scale), or its decoder family's on that encoder where one was

@@ -91,8 +91,11 @@ def needs_translation(question: str, language: str = "English", coverage=lambda:
     letters are in another script than the language's, or, in the Latin script that many
     languages share, the index has too few of its words (a Chinese question rare words miss
     was paraphrased, not translated: XQuAD zh keyword r@1 0.920 -> 0.903 when it counted).
-    `coverage()` (Snapshot.coverage) is asked only then: it costs a lookup per word."""
-    if _target_share(question, language) < 0.5:
+    `coverage()` (Snapshot.coverage) is asked only then: it costs a lookup per word. An
+    English-only index (English is the language of no other index) cannot read a fifth of a
+    question's letters in another script either: "复杂性类 RP、BPP、PP、BQP、MA 和 PH 在哪里可以找到？"
+    has more Latin letters than Han, and the index knows its Latin words."""
+    if _target_share(question, language) < (0.8 if language == "English" else 0.5):
         return True
     return LANGUAGES[language][0] == "latin" and coverage() < FOREIGN
 
