@@ -80,7 +80,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"| index | encoder | ingest s | questions | mode | r@1/5/10 any language | r@1/5/10 same language |")
+    print("| index | encoder | ingest s | questions | mode | r@1/5/10 any language | r@1/5/10 same language |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['way']} | {r['encoder']} | {r['ingest_s']} | {r['questions']} | {r['mode']} | "

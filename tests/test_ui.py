@@ -152,7 +152,7 @@ def test_browser_upload_ask_and_see_source(tmp_path):
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run"])
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            card = _upload_and_ask(page, url, doc, "Where is the vanilla orchid pollinated by hand?")
+            _upload_and_ask(page, url, doc, "Where is the vanilla orchid pollinated by hand?")
             expect(page.get_by_text("Madagascar").first).to_be_visible()
             expect(page.get_by_text("first token").first).to_be_visible()
             shot = Path(os.environ.get("RAG_SCREENSHOT", tmp_path / "answer.png"))
