@@ -60,6 +60,9 @@ def test_a_reply_is_used_only_when_it_is_a_translation():
     assert accept("How many moons?", "how many moons?") is None  # English already
     assert accept("海王星有几颗卫星？", "How many moons does Neptune have?", "Chinese") == "海王星有几颗卫星？"
     assert accept("How many moons?", "How many moons?", "Chinese") is None  # not Chinese
+    broncos = "Who did the Broncos beat to become the AFC champions?"
+    assert accept("Broncos击败了谁成为AFC冠军？", broncos, "Chinese") == "Broncos击败了谁成为AFC冠军？"  # names kept
+    assert accept("The Broncos beat the Patriots (爱国者).", broncos, "Chinese") is None  # an English reply
     assert accept("Neptune " * 100, question) is None  # far longer than the question
     assert accept("\x1b]0;pwned\x07 How many moons?", question) is None  # a terminal escape
 

@@ -118,11 +118,14 @@ _QUOTES = "\"'“”‘’「」『』«»"
 def accept(reply: str, question: str, language: str = "English") -> str | None:
     """The reply as a search query, or None where it is no usable translation: empty, far
     longer than the question, not mostly in the target's script (four fifths of its letters
-    for English, whose names other scripts borrow; half for the others), the question itself,
-    or with control characters (a terminal escape is no query)."""
+    for English, whose names other scripts borrow; half for the others, a quarter for Chinese
+    and Japanese, where one character is a word or most of one and the Latin names a
+    translation keeps count five letters each: "Broncos击败了谁成为AFC冠军？" is 47% Han letters),
+    the question itself, or with control characters (a terminal escape is no query)."""
     line = next((x.strip() for x in reply.splitlines() if x.strip()), "")
     line = _LABEL.sub("", line).strip().strip(_QUOTES).strip()
-    least = 0.8 if LANGUAGES[language][0] == "latin" else 0.5
+    script = LANGUAGES[language][0]
+    least = 0.8 if script == "latin" else 0.25 if script in ("han", "kana") else 0.5
     if not line or len(line) > 3 * len(question) + 80 or _target_share(line, language) < least \
             or safe(line, False) != line:
         return None
