@@ -9,12 +9,15 @@ the questions of its own FAQ, over the whole package. No fusion rule was chosen 
 - git-pages: the same pages without gitfaq(7), its questions whose answer refers to other pages
   (git-config(1), or a command named: "git revert"); gold: any passage of a page referred to (no
   FAQ to match the words).
+- lsof: lsof's documentation (/usr/share/doc/lsof: the FAQ, quick start, mailing-list note, Debian
+  README; and lsof(8)) asked the FAQ's 287 questions, gold the first paragraph of each answer.
+  Added after the fusion rule of issue 37 was chosen, and reported once.
 
 Each is written as a SQuAD-format file, one context per page, so that `rag eval` and
 benchmarks/hybrid.py read it as they read the shared sets (pages are long: a hit is a chunk
 holding at least half of the gold paragraph's span):
 
-    .venv/bin/python benchmarks/heldout.py            # -> benchmarks/.cache/heldout/{valgrind,git}-faq.json
+    .venv/bin/python benchmarks/heldout.py            # -> benchmarks/.cache/heldout/*.json
     rag eval benchmarks/.cache/heldout/valgrind-faq.json --mode all
 """
 
@@ -30,6 +33,7 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent / ".cache" / "heldout"
 VALGRIND = Path("/usr/share/doc/valgrind/html")
 MAN = Path("/usr/share/man")
+LSOF = Path("/usr/share/doc/lsof")
 BLOCKS = {"p", "div", "br", "tr", "li", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "table",
           "title", "blockquote"}
 
@@ -157,6 +161,63 @@ def git_pages() -> dict:
     return {"version": "git-pages", "data": data}
 
 
+_NUMBERED = re.compile(r"^(\d+(?:\.\d+)+)\.?[ \t]+(\S.*)$")
+
+
+def numbered_faq(text: str) -> list[tuple[str, str]]:
+    """(question, first paragraph of its answer) of a plain-text FAQ whose entries are numbered
+    ("4.1. How do I ...?", "1.2.1<TAB>Are there ...?"), a question possibly wrapped over indented
+    lines, then a blank line and the indented answer. The table of contents lists the same
+    numbers without answers: each number's last entry is its own."""
+    lines = text.split("\n")
+    found: dict[str, tuple[str, str]] = {}
+    for n, line in enumerate(lines):
+        m = _NUMBERED.match(line)
+        if not m:
+            continue
+        head, j = [m[2].strip()], n + 1
+        while j < len(lines) and lines[j].strip() and lines[j][:1].isspace() and not _NUMBERED.match(lines[j]):
+            head.append(lines[j].strip())
+            j += 1
+        question = " ".join(head)
+        if not question.endswith("?") or j + 1 >= len(lines) or lines[j].strip() \
+                or not lines[j + 1][:1].isspace() or not lines[j + 1].strip():
+            continue
+        body = []
+        for nxt in lines[j + 1:]:
+            if not nxt.strip():
+                break
+            body.append(nxt)
+        found[m[1]] = (question, "\n".join(body).strip()[:200])
+    return [qa for qa in found.values() if len(qa[1]) > 20]
+
+
+def plain_faq(name: str, faq_page: str, pages: dict[str, str]) -> dict:
+    text, qas, after = pages[faq_page], [], 0
+    for question, answer in numbered_faq(text):
+        entry = _entry(question[:300], faq_page, text, answer, after)
+        if entry:
+            qas.append(entry)
+            after = entry["answers"][0]["answer_start"]
+    return squad(name, pages, faq_page, qas)
+
+
+def lsof() -> dict:
+    """lsof's documentation (its FAQ, quick start, mailing-list note, Debian README and the
+    lsof(8) man page) asked the FAQ's questions."""
+    pages = {p.name.removesuffix(".gz") + ".txt": _read(p) for p in sorted(LSOF.iterdir())
+             if p.name.startswith(("00", "README"))}
+    pages["lsof.8.txt"] = man_text(MAN / "man8" / "lsof.8.gz")
+    return plain_faq("lsof-faq", "00FAQ.txt", pages)
+
+
+def _read(path: Path) -> str:
+    import gzip
+
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return raw.decode("utf-8", errors="replace")
+
+
 def squad(title: str, pages: dict[str, str], faq: str, qas: list[dict]) -> dict:
     data = [{"title": name, "paragraphs": [{"context": text, "qas": qas if name == faq else []}]}
             for name, text in pages.items() if text.strip()]
@@ -165,7 +226,8 @@ def squad(title: str, pages: dict[str, str], faq: str, qas: list[dict]) -> dict:
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, build in (("valgrind-faq", valgrind), ("git-faq", git), ("git-pages", git_pages)):
+    for name, build in (("valgrind-faq", valgrind), ("git-faq", git), ("git-pages", git_pages),
+                        ("lsof-faq", lsof)):
         data = build()
         path = OUT / f"{name}.json"
         path.write_text(json.dumps(data, ensure_ascii=False))

@@ -6,17 +6,22 @@ every candidate fusion rule replayed on the same saved candidates.
 the BM25 lists with their coverage, the cosines of every list's top-n; a translated question is
 translated as `rag eval` does) and saves the pool and the gold chunk ids per question, with the
 dense and keyword modes' own top 10. `replay` then scores every rule in RULES on the saved pools in
-seconds; rule "today" (rag.answer.retrieve.hybrid_rank with the encoder's fixed weight, rag's
-default) reproduces `rag eval`'s hybrid figures. A rule fails a shared set where hybrid falls
-more than one question under max(dense, keyword), or under "today", at some k (issue 37's bar).
+seconds; rule "layers" (rag.answer.retrieve.hybrid_rank, rag's default) reproduces `rag eval`'s
+hybrid figures, rule "today" the fusion before issue 37 (the same weighted sum, ranked by score
+alone). A rule fails a shared set where hybrid falls more than one question under max(dense,
+keyword), or under "today", at some k (issue 37's bar).
 Rule names: fFdD (agreement, floor F, depth D), ...sS (+ dense_floor S), ...rR (+ rrf R),
 pPfFdD (flat lists only), zFdD (no agreement only), gGwW (dense_gap G, dense_weight W), aT (bm25_top T),
-wW (a fixed weight W for every encoder); see `experimental`.
+wW (a fixed weight W for every encoder); see `experimental`. Rules by position (today's fused
+order, re-placed): "layers", and any 'floor:SPEC' (floor_rule: DdM / KdM = dense's
+/ keyword's top M within the top d, RD / RK / R = after the top H first the passages in dense's /
+keyword's / either's top R, I = missing BM25 scores imputed), e.g. floor:RD=10+RK=20+H=5+D10=3+D5=1+K5=1.
 
     .venv/bin/python benchmarks/hybrid.py dump squad1.1 covidqa cmrc xquad.en ...   # SETS below
     .venv/bin/python benchmarks/hybrid.py dump valgrind git     # held-out corpora (benchmarks/heldout.py)
     .venv/bin/python benchmarks/hybrid.py replay                # every saved set, every rule
     .venv/bin/python benchmarks/hybrid.py replay --rules today,rrf,f0.5d10r0.0
+    .venv/bin/python benchmarks/hybrid.py replay --rules layers,today,floor:D10=3 --table
     .venv/bin/python benchmarks/hybrid.py dump xquad.zh:en --limit 60   # translated pairs: ~10 s a question
 
 Pools are saved under benchmarks/.cache/pools/<set>.json (not committed).
@@ -56,8 +61,9 @@ SETS = {
     "valgrind": (HELDOUT / "valgrind-faq.json", None, None),
     "git": (HELDOUT / "git-faq.json", None, None),
     "git-pages": (HELDOUT / "git-pages.json", None, None),
+    "lsof": (HELDOUT / "lsof-faq.json", None, None),
 }
-HELD_OUT = ("valgrind", "git", "git-pages")
+HELD_OUT = ("valgrind", "git", "git-pages", "lsof")
 
 
 def dump(name: str, index_dir: str = "indexes", limit: int | None = None) -> Path:
@@ -118,7 +124,13 @@ def load_pools(name: str):
 
 
 def rule_today(pool: Pool, weight: float) -> list[int]:
-    """The fusion before issue 37: one weight per encoder (retrieve.hybrid_rank, fixed)."""
+    """The fusion before issue 37: one weight per encoder, ranked by fused score alone
+    (retrieve.hybrid_rank without its layers)."""
+    return [i for i, _ in retrieve.hybrid_rank(pool, 10, weight, layers=False)]
+
+
+def rule_layers(pool: Pool, weight: float) -> list[int]:
+    """rag's search since issue 37: the fused scores placed in layers (retrieve.hybrid_rank)."""
     return [i for i, _ in retrieve.hybrid_rank(pool, 10, weight)]
 
 
@@ -134,7 +146,7 @@ def rule_rrf(pool: Pool, weight: float, c: int = 60) -> list[int]:
 
 
 def fixed(w: float):
-    return lambda pool, weight: [i for i, _ in retrieve.hybrid_rank(pool, 10, w)]
+    return lambda pool, weight: [i for i, _ in retrieve.hybrid_rank(pool, 10, w, layers=False)]
 
 
 def experimental(pool: Pool, weight: float, floor: float, depth: int, rrf: float = 0.0,
@@ -199,11 +211,83 @@ def experimental(pool: Pool, weight: float, floor: float, depth: int, rrf: float
     return sorted(fused, key=lambda i: -fused[i])[:10]
 
 
+def trusted_keyword(pool: Pool) -> list[int]:
+    """The keyword side as hybrid_rank sees it: the merged BM25 lists, each times its trust
+    (coverage, a translation's check), ids with a score above 0, best first."""
+    lists = [(dict(ranked), retrieve.keyword_trust(coverage) if ranked else 0.0) for ranked, coverage in pool.keyword]
+    if pool.checked and lists:
+        scores, trust = lists[0]
+        lists[0] = scores, trust * retrieve.agreement(scores, dict(pool.dense))
+    return [i for i, s in retrieve.merge_keyword(lists).items() if s > 0]
+
+
+def imputed_rank(pool: Pool, weight: float, impute: float, depth: int = 100) -> list[int]:
+    """hybrid_rank, but a candidate outside a BM25 list (its top KEYWORD_DEPTH x n) scores
+    `impute` x that list's last score there instead of 0: outside the list is not 'no match'."""
+    n = pool.n
+    dense = dict(pool.dense)
+    lists = [(dict(ranked), retrieve.keyword_trust(coverage) if ranked else 0.0) for ranked, coverage in pool.keyword]
+    if pool.checked and lists:
+        scores, trust = lists[0]
+        lists[0] = scores, trust * retrieve.agreement(scores, dense)
+    keyword = retrieve.merge_keyword(lists)
+    missing = [i for i in list(keyword)[:n] if i not in dense]
+    dense.update({i: pool.cosines[i] for i in missing if i in pool.cosines})
+    ids = set(dense) | set(missing)
+    # the floor of each list: its last score relative to its best, times its trust
+    rest = max((t * min(sc.values()) / (max(sc.values()) or 1.0) for sc, t in lists if sc), default=0.0)
+    keyword = {i: keyword.get(i, impute * rest) if all(i not in sc for sc, _ in lists) else keyword[i] for i in ids}
+    fused = retrieve.fuse(dense, keyword, ids, weight, top=1.0)
+    return sorted(fused, key=lambda i: -fused[i])[:depth]
+
+
+def rule_floor(pool: Pool, weight: float, dense_m: dict, kw_m: dict, depth: int = 100,
+               impute: float = 0.0, restrict: int | tuple = 0, head: int = 0) -> list[int]:
+    """Today's fused order, with floors by position: for each depth d, dense's top dense_m[d]
+    and the trusted keyword list's top kw_m[d] all within the final top d (`place`). `restrict`
+    (depth r, or (dense's, keyword's)): after the fused top `head`, first the passages in a
+    list's top r; `impute`: the fused order is imputed_rank's."""
+    order = (imputed_rank(pool, weight, impute, depth) if impute
+             else [i for i, _ in retrieve.hybrid_rank(pool, depth, weight, layers=False)])
+    dense = [i for i, _ in pool.dense]
+    keyword = trusted_keyword(pool) if any(kw_m.values()) or restrict else []
+    if restrict:  # the final top 10 from each list's top `restrict` first, by fused order
+        rd, rk = restrict if isinstance(restrict, tuple) else (restrict, restrict)
+        inner = set(dense[:rd]) | set(keyword[:rk]) | set(order[:head])
+        order = [i for i in order if i in inner] + [i for i in order if i not in inner]
+    floors = [(d, list(dict.fromkeys(dense[:dense_m.get(d, 0)] + keyword[:kw_m.get(d, 0)])))
+              for d in sorted(set(dense_m) | set(kw_m))]
+    for i in dense[:max(dense_m.values(), default=0)] + keyword[:max(kw_m.values(), default=0)]:
+        if i not in order:
+            order.append(i)
+    return retrieve.place(order, floors, 10)
+
+
+def floor_rule(spec: str):
+    """'D10=3+K10=3+D5=1': dense's top 3 and keyword's top 3 within the top 10, dense's best in
+    the top 5; 'I=1': missing BM25 scores imputed (imputed_rank)."""
+    dense_m, kw_m, impute, restrict, head = {}, {}, 0.0, 0, 0
+    for part in filter(None, spec.split("+")):
+        key, m = part.split("=")
+        if key == "I":
+            impute = float(m)
+        elif key == "R":
+            restrict = int(m)
+        elif key == "H":
+            head = int(m)
+        elif key in ("RD", "RK"):
+            restrict = restrict if isinstance(restrict, tuple) else (restrict, restrict)
+            restrict = (int(m), restrict[1]) if key == "RD" else (restrict[0], int(m))
+        else:
+            (dense_m if key[0] == "D" else kw_m)[int(key[1:])] = int(m)
+    return lambda pool, weight: rule_floor(pool, weight, dense_m, kw_m, impute=impute, restrict=restrict, head=head)
+
+
 def variant(shift: float = 0.0, **params):
     return lambda pool, weight: experimental(pool, weight + shift, **params)
 
 
-RULES = {"today": rule_today, "rrf": rule_rrf,
+RULES = {"today": rule_today, "rrf": rule_rrf, "layers": rule_layers,
          **{f"w{w}": fixed(w) for w in (0.3, 0.5, 0.7)},
          **{f"f{f}d{d}r{r}": variant(floor=f, depth=d, rrf=r)
             for f in (0.0, 0.25, 0.5, 0.75) for d in (5, 10, 20, 50) for r in (0.0, 0.3, 0.5)},
@@ -218,6 +302,14 @@ RULES = {"today": rule_today, "rrf": rule_rrf,
          **{f"a{t}": variant(floor=1.0, depth=10, bm25_top=t) for t in (5, 10, 15, 20)},
          **{f"z{f}d{d}": variant(floor=f, depth=d, zero=True)
             for f in (0.0, 0.25, 0.5) for d in (5, 10, 20, 50)}}
+
+
+def rule_of(name: str):
+    """A rule of RULES, or one named by its parameters: 'floor:D10=3+K10=3' (floor_rule)."""
+    if name in RULES:
+        return RULES[name]
+    kind, _, spec = name.partition(":")
+    return {"floor": floor_rule}[kind](spec)
 
 
 def ranks(order: list[int], gold: set) -> int | None:
@@ -248,7 +340,8 @@ def replay(names: list[str], rules: list[str]) -> dict:
         cells = []
         results[name] = {"n": len(pools), "dense": dense, "keyword": keyword, "hybrid": {}}
         for rule in rules:
-            hy = counts([ranks(RULES[rule](p, weight), set(r["gold"])) for p, r in pools])
+            fn = rule_of(rule)
+            hy = counts([ranks(fn(p, weight), set(r["gold"])) for p, r in pools])
             results[name]["hybrid"][rule] = hy
             margin = min(h - b for h, b in zip(hy, best))
             if name not in HELD_OUT and (margin < -1 or min(h - t for h, t in zip(hy, today)) < -1):

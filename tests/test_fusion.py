@@ -6,7 +6,7 @@ takes. Milliseconds."""
 from __future__ import annotations
 
 from rag import RAG
-from rag.answer.retrieve import Pool, hybrid_rank
+from rag.answer.retrieve import Pool, hybrid_rank, place
 
 FAKES = {"encoder": "fake", "generator": "fake", "translator": "off"}
 
@@ -44,6 +44,46 @@ def test_uncovered_and_unchecked_translations_stay_off():
     # a translation none of whose best passages the asked question's dense list holds
     pool = _pool([101, 102, 103, 104, 105], checked=True)
     assert [i for i, _ in hybrid_rank(pool, 3, 0.4)] == [1, 2, 3]
+
+
+def test_place_meets_every_floor_as_late_as_it_can():
+    order = list(range(1, 21))
+    assert place(order, [], 5) == [1, 2, 3, 4, 5]
+    assert place(order, [(5, [12])], 5) == [1, 2, 3, 4, 12]  # the floor's one id at the last place it may take
+    assert place(order, [(5, [12, 15])], 6) == [1, 2, 3, 12, 15, 4]
+    assert place(order, [(10, [18, 19, 20])], 10) == [1, 2, 3, 4, 5, 6, 7, 18, 19, 20]
+    assert place(order, [(5, [3])], 5) == [1, 2, 3, 4, 5]  # already within: nothing moves
+    assert place(order, [(5, [99])], 3) == [1, 2, 3]  # an id not in the order is no floor
+    assert place([1, 2], [(5, [2])], 10) == [1, 2]
+
+
+def test_the_weighted_sum_never_drops_either_list_s_very_top():
+    """Where the two lists share nothing and the weight trusts BM25 (issue 37's case, a corpus
+    asked without its FAQ), the fused order is BM25's; the layers keep dense's best within the
+    top 5 and its top 3 within the top 10, and never touch the first three."""
+    flat = [(i, 10.0 - 0.1 * r) for r, i in enumerate(range(101, 131))]  # BM25 sure of all 30
+    pool = _pool([])
+    pool = Pool(30, pool.dense, [(flat, 1.0)], pool.cosines | {i: 0.30 for i, _ in flat})
+    plain = [i for i, _ in hybrid_rank(pool, 10, 0.4, layers=False)]
+    assert plain == list(range(101, 111))  # dense's best nowhere in the top 10
+    layered = hybrid_rank(pool, 10, 0.4)
+    ids = [i for i, _ in layered]
+    assert ids[:3] == plain[:3] and 1 in ids[:5] and {1, 2, 3} <= set(ids)
+    assert dict(layered)[1] == dict(hybrid_rank(pool, 40, 0.4, layers=False))[1]  # its own fused score
+    assert hybrid_rank(pool, 5, 0.4) == layered[:5]  # k=5 is k=10's first five
+
+
+def test_after_the_top_five_what_one_list_ranks_high_comes_first():
+    """Dense candidate 25 is in neither list's top (dense rank 25, keyword rank 21), but both
+    score it, so its fused score is sixth (weight 0.6, e5's); the layers put the passages one
+    list ranks high before it, and keyword's best, a keyword-only passage, within the top 5."""
+    keyword = [(i, 10.0 - 0.2 * r) for r, i in enumerate(range(101, 121))] + [(25, 5.85)]
+    pool = _pool([])
+    pool = Pool(30, pool.dense, [(keyword, 1.0)], pool.cosines | {i: 0.30 for i in range(101, 121)})
+    plain = [i for i, _ in hybrid_rank(pool, 40, 0.6, layers=False)]
+    layered = [i for i, _ in hybrid_rank(pool, 40, 0.6)]
+    assert plain.index(25) == 5 and 101 not in plain[:10]
+    assert layered[:3] == plain[:3] and 101 in layered[:5] and 25 not in layered[:10]
 
 
 def test_search_is_the_fusion_of_its_pool(tmp_path):

@@ -133,9 +133,26 @@ class Pool:
     checked: bool = False
 
 
-def hybrid_rank(pool: Pool, k: int, weight: float) -> list[tuple[int, float]]:
+# Fused scores are placed in layers, so that hybrid search never drops what either method
+# alone puts at its very top (issue 37: on git's man pages asked without their FAQ, dense search
+# alone found 11 of 15 answers in its top 10, the weighted sum 8, as it trusted BM25 there). The
+# weighted sum's top HEAD stays; after it come first the passages that one method ranks high
+# (dense's top DEPTH[0], keyword's top DEPTH[1]), then the rest; and each FLOORS entry (depth d,
+# m dense, m keyword) keeps each method's top m within the top d. Chosen on the shared sets
+# (benchmarks/hybrid.py, rule "layers"): SQuAD v1.1 r@5/r@10 +9/+12 questions, COVID-QA +5/+2,
+# none drops more than one; the depths were set after git-pages' misses were seen
+# (docs/benchmarks.md#hybrid-search-against-each-method-alone-issue-37).
+LAYER_HEAD = 5
+LAYER_DEPTH = (10, 20)
+LAYER_FLOORS = ((5, 1, 1), (10, 3, 0))
+
+
+def hybrid_rank(pool: Pool, k: int, weight: float, layers: bool = True) -> list[tuple[int, float]]:
     """The k best (id, fused score) of a pool: the union of the dense top-n and the merged
-    keyword list's top-n, each candidate scored by both methods (`fuse`)."""
+    keyword list's top-n, each candidate scored by both methods (`fuse`), then placed in layers
+    (LAYER_*; `layers` False: by fused score alone, as before issue 37): the first three are
+    always the three best fused scores; from the fourth on a passage one method ranks near its
+    top may come before a higher fused score."""
     n = pool.n
     dense = dict(pool.dense)
     lists = [(dict(ranked), keyword_trust(coverage) if ranked else 0.0) for ranked, coverage in pool.keyword]
@@ -146,7 +163,33 @@ def hybrid_rank(pool: Pool, k: int, weight: float) -> list[tuple[int, float]]:
     missing = [i for i in list(keyword)[:n] if i not in dense]
     dense.update({i: pool.cosines[i] for i in missing if i in pool.cosines})
     fused = fuse(dense, keyword, set(dense) | set(missing), weight, top=1.0)
-    return sorted(fused.items(), key=lambda item: -item[1])[:k]
+    order = [i for i, _ in sorted(fused.items(), key=lambda item: -item[1])]
+    if not layers:
+        return [(i, fused[i]) for i in order[:k]]
+    by_dense = [i for i, _ in pool.dense]
+    by_keyword = [i for i, s in keyword.items() if s > 0]  # trusted, best first
+    inner = set(order[:LAYER_HEAD]) | set(by_dense[:LAYER_DEPTH[0]]) | set(by_keyword[:LAYER_DEPTH[1]])
+    order = [i for i in order if i in inner] + [i for i in order if i not in inner]
+    floors = [(d, list(dict.fromkeys(by_dense[:m_dense] + by_keyword[:m_keyword])))
+              for d, m_dense, m_keyword in LAYER_FLOORS]
+    return [(i, fused[i]) for i in place(order, floors, k)]
+
+
+def place(order: list[int], floors: list[tuple[int, list[int]]], k: int) -> list[int]:
+    """The first k of `order` with every floor (depth d, ids) met: those ids all within the top
+    d, each as late as it can be placed; the others keep their order."""
+    at = {i: j for j, i in enumerate(order)}
+    floors = [(d, [i for i in ids if i in at]) for d, ids in floors]
+    out: list[int] = []
+    taken: set[int] = set()
+    rest = iter(order)
+    for position in range(1, min(k, len(order)) + 1):
+        due = [i for d, ids in floors if position <= d
+               for i in ids if i not in taken and sum(j not in taken for j in ids) > d - position]
+        pick = min(due, key=at.__getitem__) if due else next(i for i in rest if i not in taken)
+        out.append(pick)
+        taken.add(pick)
+    return out
 
 
 # Keyword search counts in proportion to how much of the question the index's words cover
