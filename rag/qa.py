@@ -195,7 +195,8 @@ class RAG:
         pipeline = AnswerPipeline(retriever, translate, partial(decoder_for, self.generator_name, s),
                                   self.encoder, encoder_profile(s.encoder),
                                   decoder_profile(self.generator_name, s.backend), s, cross_decoder=cross,
-                                  language=self.translator.language if translate else None)
+                                  language=self.translator.language if translate else None,
+                                  cross_profile=decoder_profile(self.translator_name, s.backend) if cross else None)
         if exists:
             self._pipeline = pipeline
         return pipeline

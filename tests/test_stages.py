@@ -6,6 +6,7 @@ models answer end to end in test_answer.py, test_confidence.py, test_translate.p
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -474,6 +475,24 @@ def test_on_an_english_index_the_translator_s_model_reads_the_translation():
     assert reader.prompts and english in str(reader.prompts[0]) and "菲涅耳" not in str(reader.prompts[0])
     assert answer.note.startswith("Asked in another language")
     assert q.top_dense == 0.1  # the translation's own cosine, searched by the English encoder: not compared again
+
+
+def test_the_translator_s_model_reads_by_its_own_profile():
+    """Where the index's decoder shows the "unknown" example (Gemma) and the translator's model
+    does not (Qwen), a translated question is read without it; a same-language one with it."""
+    english = "Who invented the Fresnel lens?"
+    index_decoder, cross = FakeDecoder(), FakeDecoder()
+    retriever = FakeRetriever([hit(1, FRESNEL, dense=0.9)])
+    gemma_like = replace(decoder_profile(FAKE), abstains=True)
+    qwen_like = replace(decoder_profile(FAKE), abstains=False)
+    p = AnswerPipeline(retriever, lambda query: english if query != english else None, lambda: index_decoder,
+                       FakeEncoder(), encoder_profile(ENGLISH), gemma_like, Settings(min_confidence=0),
+                       cross_decoder=lambda: cross, language="English", cross_profile=qwen_like)
+    for asked in ("谁发明了菲涅耳透镜？", english):
+        *_, answer = list(p.stream(Question(asked, asked, asked, 4, "hybrid", 48)))
+        assert answer.found
+    shows_unknown = [any(m["content"] == f"Answer: {ABSTAIN}" for m in d.prompts[0]) for d in (cross, index_decoder)]
+    assert shows_unknown == [False, True]
 
 
 def test_a_cross_language_answer_s_confidence_is_recalibrated(monkeypatch):

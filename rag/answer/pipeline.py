@@ -334,12 +334,13 @@ class AnswerPipeline:
       past retrieval (models.decoders.load_decoder: loaded once per process);
     - `cross_decoder`: the same for a question asked in another language than the passages
       (the translator's model, already loaded to translate it), or None: `decoder` reads all;
+      `cross_profile` its profile (whether its prompt shows the "unknown" example);
     - `encoder`: `similarities(question, texts)` for the sentence check;
     - the encoder's and the decoder's profiles (models.catalog) and the settings."""
 
     def __init__(self, retriever, translate, decoder, encoder, encoder_profile: EncoderProfile,
                  decoder_profile: DecoderProfile, settings: Settings, cross_decoder=None,
-                 language: str | None = None):
+                 language: str | None = None, cross_profile: DecoderProfile | None = None):
         s = self.settings = settings
         self.retriever, self.encoder, self._decoder = retriever, encoder, decoder
         self._cross_decoder, self._cross_reader = cross_decoder, None
@@ -351,6 +352,10 @@ class AnswerPipeline:
         # each decoder's answers have their own confidence fit, on each encoder's scale
         self.model_key = conf.model_key(encoder_profile.confidence, decoder_profile.family)
         self.abstain = decoder_profile.abstains if s.abstain == "auto" else s.abstain in TRUE
+        # each model by its own profile: Gemma's "unknown" example made Qwen2.5-1.5B refuse
+        # (held-out cross-language answers over English passages, where the index's decoder is
+        # Gemma: 14 of 90 "unknown" or unrelated; over Chinese ones, Qwen's index: 1 of 90)
+        self.cross_abstain = self.abstain if cross_profile is None or s.abstain != "auto" else cross_profile.abstains
         self.answer_k = decoder_profile.answer_k if s.answer_k is None else s.answer_k
         self._reader = None
 
@@ -372,7 +377,7 @@ class AnswerPipeline:
         if not (q.crosslingual and self._cross_decoder is not None):
             return self.reader
         if self._cross_reader is None:
-            self._cross_reader = Read(self._cross_decoder(), self.settings, self.abstain, self.answer_k)
+            self._cross_reader = Read(self._cross_decoder(), self.settings, self.cross_abstain, self.answer_k)
         return self._cross_reader
 
     def stream(self, q: Question) -> Iterator[Draft | Answer]:
