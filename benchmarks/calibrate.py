@@ -348,9 +348,10 @@ def fit(args) -> None:
 
 
 def cross(args) -> None:
-    """[a, b] per model key: right ~ sigmoid(a * logit(p) + b), p the same-language models'
-    probability of each cross-language answer of the dumps; reported two-fold (fitted on one
-    half, judged on the other), written fitted on all where it lowers the two-fold ECE."""
+    """[a, b, threshold] per model key: right ~ sigmoid(a * logit(p) + b), p the same-language
+    models' probability of each cross-language answer of the dumps, reported two-fold (fitted on
+    one half, judged on the other), written fitted on all where it lowers the two-fold ECE (else
+    [1, 0]); the threshold under which such an answer is refused, by min_confidence's rule."""
     rows = scored([json.loads(line) for p in args.dumps for line in Path(p).read_text().splitlines() if line.strip()])
     fitted = {}
     for language in sorted({r["language"] for r in rows}):
@@ -368,10 +369,14 @@ def cross(args) -> None:
         print(report(f"{language}: the same-language models (two-fold)", before, right))
         print(report(f"{language}: recalibrated {ab} (two-fold)", after, right))
         # kept only where it calibrates the held-out half better than the models as they are
-        if conf.calibration_error(after, right) < conf.calibration_error(before, right):
-            fitted[language] = ab
-        else:
+        if conf.calibration_error(after, right) >= conf.calibration_error(before, right):
             print(f"  {language}: kept as it is (the recalibration does not lower the held-out ECE)")
+            ab, after = [1.0, 0.0], before
+        # the refusal threshold by min_confidence's own rule (settings.py): the highest with at
+        # most 5% of these answerable questions refused
+        threshold = max(t / 1000 for t in range(0, 101, 5) if sum(p < t / 1000 for p in after) <= 0.05 * len(after))
+        fitted[language] = ab + [threshold]
+        print(f"  {language}: refused below {threshold} (at most 5% of held-out answers)")
         for t in (0.02, 0.04, 0.06, 0.08, 0.1):
             print(f"  refused below {t}: same-language models {sum(p < t for p in before) / len(before):.3f}, "
                   f"recalibrated {sum(p < t for p in after) / len(after):.3f} "

@@ -509,6 +509,16 @@ def test_a_cross_language_answer_s_confidence_is_recalibrated(monkeypatch):
     p = make(retriever, encoder=ENGLISH, translate=lambda query: None, min_confidence=0.06)
     q, _, answer = ask(p, "Who invented the Fresnel lens?")
     assert q.confidence == 0.05 and not answer.found  # a same-language answer keeps its model's figure
+    # and its threshold: a cross-language answer is refused under its pair's, where one was fitted
+    assert conf.cross_threshold("en", 0.06, {"en": [1.0, 0.0, 0.02]}) == 0.02
+    assert conf.cross_threshold("en", 0.01, {"en": [1.0, 0.0, 0.02]}) == 0.01  # never above min_confidence
+    assert conf.cross_threshold("en", 0.06, {"en": [1.0, 0.0]}) == 0.06
+    monkeypatch.setattr(conf, "CROSS", {"en": [1.0, 0.0, 0.03]})
+    q, answer = _across("Who invented the Fresnel lens?", cross=FakeDecoder(), encoder=ENGLISH, min_score=0.0,
+                        min_confidence=0.06)
+    assert q.confidence == pytest.approx(0.05) and answer.found
+    q, _, answer = ask(p, "Who invented the Fresnel lens?")
+    assert not answer.found
 
 
 def test_a_same_language_question_has_no_note_and_its_own_cosine():

@@ -273,11 +273,13 @@ MODELS: dict[str, dict] = {
 # the Chinese paragraphs: right answers at confidence 0.003-0.044, refused). Its probability is
 # recalibrated per model key, p -> sigmoid(a * logit(p) + b), [a, b] fitted by `benchmarks/
 # calibrate.py cross` on held-out cross-language answers (languages and questions other than
-# those `rag eval --lang` reports; its docstring has the commands). XQuAD German, Russian and
-# Arabic questions over the Chinese paragraphs (89 answers, two-fold): held-out ECE 0.144 ->
-# 0.114, answers under 0.06 39% -> 20%. Arabic, Hindi and Thai over the English ones (61): the
-# English model's ECE is 0.073 as it is, recalibrated 0.176, so "en" has none.
-CROSS: dict[str, list[float]] = {"zh-qwen": [0.944903, 0.898812]}
+# those `rag eval --lang` reports; its docstring has the commands), where that lowers their
+# ECE, [1, 0] otherwise. The third number is the threshold under which such an answer is refused,
+# chosen by min_confidence's own rule (at most 5% of answerable held-out questions refused):
+# min_confidence's 0.06 refused 27% (English documents; 8% before recalibration) and 20%
+# (Chinese; 39% before) of XQuAD ar, hi, th questions over English and de, ru, ar over Chinese
+# paragraphs (75 and 89 answers; held-out ECE 0.095 -> 0.082 and 0.144 -> 0.114).
+CROSS: dict[str, list[float]] = {"en": [1.811012, -0.027137, 0.0], "zh-qwen": [0.944903, 0.898812, 0.02]}
 
 
 def across(p: float | None, language: str, cross: dict | None = None) -> float | None:
@@ -287,6 +289,13 @@ def across(p: float | None, language: str, cross: dict | None = None) -> float |
     if p is None or not ab:
         return p
     return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, ab[0] * _logit(p) + ab[1]))))
+
+
+def cross_threshold(language: str, default: float, cross: dict | None = None) -> float:
+    """The confidence under which a cross-language answer is refused: the lower of `default`
+    (min_confidence) and the threshold fitted for the model key."""
+    fitted = (CROSS if cross is None else cross).get(language)
+    return min(default, fitted[2]) if fitted and len(fitted) > 2 else default
 
 
 def model_key(base: str, family: str = "") -> str:

@@ -422,7 +422,10 @@ class AnswerPipeline:
         if made is not None and made.supporting and made.support is not None \
                 and made.support < self.settings.min_support:
             return NOT_FOUND  # the sentence the answer rests on is too far from the question
-        if q.confidence is not None and q.confidence < self.settings.min_confidence:
+        least = self.settings.min_confidence
+        if q.crosslingual:  # the threshold of its language pair (confidence.CROSS)
+            least = conf.cross_threshold(self.model_key, least)
+        if q.confidence is not None and q.confidence < least:
             return MAY_NOT_SAY  # the answer is more likely wrong than the person asked to accept
         return None
 
