@@ -23,6 +23,7 @@ holding at least half of the gold paragraph's span):
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -212,8 +213,6 @@ def lsof() -> dict:
 
 
 def _read(path: Path) -> str:
-    import gzip
-
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     return raw.decode("utf-8", errors="replace")
 

@@ -15,7 +15,7 @@ pPfFdD (flat lists only), zFdD (no agreement only), gGwW (dense_gap G, dense_wei
 wW (a fixed weight W for every encoder); see `experimental`. Rules by position (today's fused
 order, re-placed): "layers", and any 'floor:SPEC' (floor_rule: DdM / KdM = dense's
 / keyword's top M within the top d, RD / RK / R = after the top H first the passages in dense's /
-keyword's / either's top R, I = missing BM25 scores imputed), e.g. floor:RD=10+RK=20+H=5+D10=3+D5=1+K5=1.
+keyword's / either's top R), e.g. floor:RD=10+RK=20+H=5+D10=3+D5=1+K5=1.
 
     .venv/bin/python benchmarks/hybrid.py dump squad1.1 covidqa cmrc xquad.en ...   # SETS below
     .venv/bin/python benchmarks/hybrid.py dump valgrind git     # held-out corpora (benchmarks/heldout.py)
@@ -212,43 +212,17 @@ def experimental(pool: Pool, weight: float, floor: float, depth: int, rrf: float
 
 
 def trusted_keyword(pool: Pool) -> list[int]:
-    """The keyword side as hybrid_rank sees it: the merged BM25 lists, each times its trust
-    (coverage, a translation's check), ids with a score above 0, best first."""
-    lists = [(dict(ranked), retrieve.keyword_trust(coverage) if ranked else 0.0) for ranked, coverage in pool.keyword]
-    if pool.checked and lists:
-        scores, trust = lists[0]
-        lists[0] = scores, trust * retrieve.agreement(scores, dict(pool.dense))
-    return [i for i, s in retrieve.merge_keyword(lists).items() if s > 0]
-
-
-def imputed_rank(pool: Pool, weight: float, impute: float, depth: int = 100) -> list[int]:
-    """hybrid_rank, but a candidate outside a BM25 list (its top KEYWORD_DEPTH x n) scores
-    `impute` x that list's last score there instead of 0: outside the list is not 'no match'."""
-    n = pool.n
-    dense = dict(pool.dense)
-    lists = [(dict(ranked), retrieve.keyword_trust(coverage) if ranked else 0.0) for ranked, coverage in pool.keyword]
-    if pool.checked and lists:
-        scores, trust = lists[0]
-        lists[0] = scores, trust * retrieve.agreement(scores, dense)
-    keyword = retrieve.merge_keyword(lists)
-    missing = [i for i in list(keyword)[:n] if i not in dense]
-    dense.update({i: pool.cosines[i] for i in missing if i in pool.cosines})
-    ids = set(dense) | set(missing)
-    # the floor of each list: its last score relative to its best, times its trust
-    rest = max((t * min(sc.values()) / (max(sc.values()) or 1.0) for sc, t in lists if sc), default=0.0)
-    keyword = {i: keyword.get(i, impute * rest) if all(i not in sc for sc, _ in lists) else keyword[i] for i in ids}
-    fused = retrieve.fuse(dense, keyword, ids, weight, top=1.0)
-    return sorted(fused, key=lambda i: -fused[i])[:depth]
+    """The keyword side as hybrid_rank sees it, ids with a score above 0, best first."""
+    return [i for i, s in retrieve.trusted_keyword(pool).items() if s > 0]
 
 
 def rule_floor(pool: Pool, weight: float, dense_m: dict, kw_m: dict, depth: int = 100,
-               impute: float = 0.0, restrict: int | tuple = 0, head: int = 0) -> list[int]:
+               restrict: int | tuple = 0, head: int = 0) -> list[int]:
     """Today's fused order, with floors by position: for each depth d, dense's top dense_m[d]
     and the trusted keyword list's top kw_m[d] all within the final top d (`place`). `restrict`
     (depth r, or (dense's, keyword's)): after the fused top `head`, first the passages in a
-    list's top r; `impute`: the fused order is imputed_rank's."""
-    order = (imputed_rank(pool, weight, impute, depth) if impute
-             else [i for i, _ in retrieve.hybrid_rank(pool, depth, weight, layers=False)])
+    list's top r."""
+    order = [i for i, _ in retrieve.hybrid_rank(pool, depth, weight, layers=False)]
     dense = [i for i, _ in pool.dense]
     keyword = trusted_keyword(pool) if any(kw_m.values()) or restrict else []
     if restrict:  # the final top 10 from each list's top `restrict` first, by fused order
@@ -265,13 +239,11 @@ def rule_floor(pool: Pool, weight: float, dense_m: dict, kw_m: dict, depth: int 
 
 def floor_rule(spec: str):
     """'D10=3+K10=3+D5=1': dense's top 3 and keyword's top 3 within the top 10, dense's best in
-    the top 5; 'I=1': missing BM25 scores imputed (imputed_rank)."""
-    dense_m, kw_m, impute, restrict, head = {}, {}, 0.0, 0, 0
+    the top 5; 'RD=10+RK=20+H=5': after the fused top 5, first dense's top 10 and keyword's top 20."""
+    dense_m, kw_m, restrict, head = {}, {}, 0, 0
     for part in filter(None, spec.split("+")):
         key, m = part.split("=")
-        if key == "I":
-            impute = float(m)
-        elif key == "R":
+        if key == "R":
             restrict = int(m)
         elif key == "H":
             head = int(m)
@@ -280,7 +252,7 @@ def floor_rule(spec: str):
             restrict = (int(m), restrict[1]) if key == "RD" else (restrict[0], int(m))
         else:
             (dense_m if key[0] == "D" else kw_m)[int(key[1:])] = int(m)
-    return lambda pool, weight: rule_floor(pool, weight, dense_m, kw_m, impute=impute, restrict=restrict, head=head)
+    return lambda pool, weight: rule_floor(pool, weight, dense_m, kw_m, restrict=restrict, head=head)
 
 
 def variant(shift: float = 0.0, **params):

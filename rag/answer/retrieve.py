@@ -155,11 +155,7 @@ def hybrid_rank(pool: Pool, k: int, weight: float, layers: bool = True) -> list[
     top may come before a higher fused score."""
     n = pool.n
     dense = dict(pool.dense)
-    lists = [(dict(ranked), keyword_trust(coverage) if ranked else 0.0) for ranked, coverage in pool.keyword]
-    if pool.checked and lists:
-        scores, trust = lists[0]
-        lists[0] = scores, trust * agreement(scores, dense)
-    keyword = merge_keyword(lists)
+    keyword = trusted_keyword(pool)
     missing = [i for i in list(keyword)[:n] if i not in dense]
     dense.update({i: pool.cosines[i] for i in missing if i in pool.cosines})
     fused = fuse(dense, keyword, set(dense) | set(missing), weight, top=1.0)
@@ -173,6 +169,16 @@ def hybrid_rank(pool: Pool, k: int, weight: float, layers: bool = True) -> list[
     floors = [(d, list(dict.fromkeys(by_dense[:m_dense] + by_keyword[:m_keyword])))
               for d, m_dense, m_keyword in LAYER_FLOORS]
     return [(i, fused[i]) for i in place(order, floors, k)]
+
+
+def trusted_keyword(pool: Pool) -> dict[int, float]:
+    """The keyword side of a pool: its BM25 lists merged, each times its trust (the coverage of
+    its words; a translation's, as far as dense search agrees), best first."""
+    lists = [(dict(ranked), keyword_trust(coverage) if ranked else 0.0) for ranked, coverage in pool.keyword]
+    if pool.checked and lists:
+        scores, trust = lists[0]
+        lists[0] = scores, trust * agreement(scores, dict(pool.dense))
+    return merge_keyword(lists)
 
 
 def place(order: list[int], floors: list[tuple[int, list[int]]], k: int) -> list[int]:
